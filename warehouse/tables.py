@@ -1,0 +1,121 @@
+"""Atomic table writes on a DuckDB connection.
+
+Every table is written aside (``<name>__staging``) and swapped in with one transaction, so a
+failure at any point — a bad chunk, a failed validation, a killed process — leaves the previous
+good table exactly as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+
+import duckdb
+import pandas as pd
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+STAGING_SUFFIX = "__staging"
+
+
+class TableWriteError(RuntimeError):
+    """A table could not be written; the previous version of the table is untouched."""
+
+
+def _ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"invalid table name {name!r}: use letters, digits and underscores")
+    return f'"{name}"'
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    rows = con.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [name]
+    ).fetchall()
+    return bool(rows)
+
+
+def table_row_count(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    return int(con.execute(f"SELECT count(*) FROM {_ident(name)}").fetchall()[0][0])
+
+
+def read_table(con: duckdb.DuckDBPyConnection, name: str, *, order_by: str | None = None) -> pd.DataFrame:
+    """Read a whole table into pandas; raises ``KeyError`` naming the table when it does not exist."""
+    if not table_exists(con, name):
+        raise KeyError(f"warehouse table {name!r} does not exist; materialise its asset first")
+    sql = f"SELECT * FROM {_ident(name)}"
+    if order_by:
+        sql += f" ORDER BY {order_by}"
+    return con.execute(sql).df()
+
+
+def _stage(con: duckdb.DuckDBPyConnection, name: str, chunks: Iterable[pd.DataFrame]) -> int:
+    """Write ``chunks`` into a fresh staging table; returns the number of rows written."""
+    staging = _ident(name + STAGING_SUFFIX)
+    con.execute(f"DROP TABLE IF EXISTS {staging}")
+    rows = 0
+    created = False
+    for chunk in chunks:
+        con.register("__digr_chunk", chunk)
+        try:
+            if not created:
+                con.execute(f"CREATE TABLE {staging} AS SELECT * FROM __digr_chunk")
+                created = True
+            else:
+                con.execute(f"INSERT INTO {staging} SELECT * FROM __digr_chunk")
+        finally:
+            con.unregister("__digr_chunk")
+        rows += len(chunk)
+    if not created:
+        raise TableWriteError(f"no data for table {name!r}: the source produced no chunks")
+    return rows
+
+
+def replace_tables(
+    con: duckdb.DuckDBPyConnection,
+    tables: Mapping[str, pd.DataFrame | Iterable[pd.DataFrame]],
+    *,
+    validate: Callable[[duckdb.DuckDBPyConnection, Mapping[str, str]], None] | None = None,
+) -> dict[str, int]:
+    """Replace several tables at once, all or nothing.
+
+    Each value is a DataFrame or an iterable of DataFrame chunks (streamed into the staging table).
+    ``validate(con, staging_names)`` may inspect the staging tables and raise to refuse the swap.
+    Returns ``{table: rows}``. On any error the staging tables are dropped and the live tables are
+    unchanged.
+    """
+    staged: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    try:
+        for name, data in tables.items():
+            chunks = [data] if isinstance(data, pd.DataFrame) else data
+            counts[name] = _stage(con, name, chunks)
+            staged[name] = name + STAGING_SUFFIX
+        if validate is not None:
+            validate(con, staged)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for name, staging in staged.items():
+                con.execute(f"DROP TABLE IF EXISTS {_ident(name)}")
+                con.execute(f"ALTER TABLE {_ident(staging)} RENAME TO {_ident(name)}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        for staging in [n + STAGING_SUFFIX for n in tables]:
+            try:
+                con.execute(f"DROP TABLE IF EXISTS {_ident(staging)}")
+            except duckdb.Error:
+                pass  # the connection is already broken; the staging table dies with the write
+    return counts
+
+
+def replace_table(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    data: pd.DataFrame | Iterable[pd.DataFrame],
+    *,
+    validate: Callable[[duckdb.DuckDBPyConnection, Mapping[str, str]], None] | None = None,
+) -> int:
+    """Replace one table atomically; see :func:`replace_tables`."""
+    return replace_tables(con, {name: data}, validate=validate)[name]
