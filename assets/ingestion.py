@@ -5,19 +5,17 @@ contract passes: a bad input fails the asset (with the failed expectations as ch
 leaves the previous tables untouched.
 """
 
-from __future__ import annotations
-
 import time
 from typing import Literal
 
 import dagster as dg
 import pandas as pd
-from ingestion.sources import SourceSpec, iter_interaction_chunks, iter_item_chunks, source_files
 from pydantic import Field
 
 from data_contracts import validate_interaction_splits, validate_items, validate_raw_interactions
 from digr_dagster import settings
 from digr_dagster.resources.warehouse import Warehouse
+from ingestion.sources import SourceSpec, describe_source_files, iter_interaction_chunks, iter_item_chunks
 from ingestion.splits import split_interactions
 
 CONTRACT = "data_contract"
@@ -44,7 +42,14 @@ class SourceConfig(dg.Config):
         default=None, description="tabular: canonical name -> source column (user_id, item_id, timestamp, rating)")
     item_columns: dict[str, str] | None = Field(
         default=None, description="tabular: canonical name -> source column (item_id, title, ...)")
-    timestamp_format: str = Field(default="unix_s", description="tabular: unix_s | unix_ms | iso")
+    timestamp_format: Literal["unix_s", "unix_ms", "iso"] = Field(
+        default="unix_s", description="tabular: unix_s | unix_ms | iso")
+    separator: str | None = Field(default=None, description="tabular CSV: separator (auto by suffix when None)")
+    encoding: str = Field(default="utf-8", description="text encoding of the source files")
+    max_bad_lines: int = Field(default=0, ge=0,
+                               description="Skip (and count) up to this many malformed lines; 0 = fail on the first")
+    seed: int = Field(default=7, description="demo: generator seed")
+    n_users: int = Field(default=600, ge=10, description="demo: number of users")
 
     def to_spec(self) -> SourceSpec:
         path = self.path or (settings.demo_data_dir() if self.kind == "demo" else "")
@@ -124,8 +129,9 @@ def ingest_source(context: dg.AssetExecutionContext, config: SourceConfig, wareh
             metadata=_md(exc.result.to_metadata()),
         ) from exc
 
-    files = [str(p) for p in source_files(spec)]
-    common = {"source_kind": spec.kind, "source_files": dg.MetadataValue.json(files),
+    files = describe_source_files(spec).to_metadata()
+    common = {"source_kind": spec.kind, "source_fingerprint": files["fingerprint"],
+              "source_files": dg.MetadataValue.json(files["files"]),
               "ingest_seconds": round(time.perf_counter() - t0, 3)}
     with warehouse.connect() as con:
         preview = con.execute("SELECT * FROM items ORDER BY item_id LIMIT 5").df()
