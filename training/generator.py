@@ -1,0 +1,564 @@
+"""The generative recommender: a seq2seq model that reads SID histories and writes the next item's SID.
+
+- ``arch="t5"`` (default): ``T5ForConditionalGeneration`` sized for CPU training, decoded with the
+  trie-constrained, vectorised beam search of ``training.constrained_decoding``.
+- ``arch="causal_lm_lora"``: an HF causal LM (from ``causal_lm_path``, or a tiny randomly initialised
+  Llama for tests) whose vocabulary is extended by the SID tokens (placed after the LM's own ids),
+  with LoRA adapters from ``peft`` when ``lora_r > 0``; decoded with transformers ``generate`` and a
+  ``prefix_allowed_tokens_fn`` over the valid SIDs.
+
+``train_generator`` runs supervised training (SFT) with Lightning: validation NDCG@10 / HR@10 from
+constrained beam search, best and last checkpoints, early stopping, resume from ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from torch import nn
+from transformers import (
+    T5Config,
+    T5ForConditionalGeneration,
+    get_constant_schedule_with_warmup,
+    get_linear_schedule_with_warmup,
+)
+
+from evaluation.metrics import evaluate_rankings
+from training.constrained_decoding import constrained_beam_search
+from training.sequence_data import LABEL_PAD, SampleEncoder, SequenceSample
+from training.sid_trie import SidTrie
+from training.sid_vocab import SidVocab
+
+VAL_NDCG = "val_ndcg@10"
+VAL_HR = "val_hr@10"
+
+
+@dataclass
+class GeneratorConfig:
+    """Model size, optimisation and decoding settings of the generative recommender."""
+
+    arch: Literal["t5", "causal_lm_lora"] = "t5"
+    d_model: int = 128
+    d_ff: int = 256
+    num_encoder_layers: int = 2
+    num_decoder_layers: int = 2
+    num_heads: int = 4
+    dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    lr_schedule: Literal["linear", "constant"] = "linear"  # after warmup: decay to 0, or hold
+    max_epochs: int = 30
+    batch_size: int = 64
+    gradient_clip_val: float = 1.0
+    patience: int = 5  # in validation checks
+    val_every_n_epochs: int = 1
+    beam_width: int = 20
+    eval_top_k: int = 10
+    seed: int = 0
+    # causal-LM path
+    causal_lm_path: str | None = None
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("t5", "causal_lm_lora"):
+            raise ValueError(f"arch must be 't5' or 'causal_lm_lora', got {self.arch!r}")
+        if self.lr_schedule not in ("linear", "constant"):
+            raise ValueError(f"lr_schedule must be 'linear' or 'constant', got {self.lr_schedule!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        if self.eval_top_k > self.beam_width:
+            raise ValueError(f"eval_top_k ({self.eval_top_k}) cannot exceed beam_width ({self.beam_width})")
+        if min(self.max_epochs, self.batch_size, self.val_every_n_epochs) < 1:
+            raise ValueError("max_epochs, batch_size and val_every_n_epochs must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GeneratorConfig:
+        """Build from a dict, rejecting unknown keys by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown GeneratorConfig keys {sorted(unknown)}")
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------- model construction
+
+
+def build_t5(vocab: SidVocab, config: GeneratorConfig) -> T5ForConditionalGeneration:
+    """A randomly initialised T5 whose vocabulary is exactly the SID vocabulary (seeded)."""
+    t5_config = T5Config(
+        vocab_size=vocab.vocab_size,
+        d_model=config.d_model,
+        d_kv=config.d_model // config.num_heads,
+        d_ff=config.d_ff,
+        num_layers=config.num_encoder_layers,
+        num_decoder_layers=config.num_decoder_layers,
+        num_heads=config.num_heads,
+        dropout_rate=config.dropout,
+        feed_forward_proj="relu",
+        pad_token_id=vocab.pad_id,
+        eos_token_id=vocab.eos_id,
+        decoder_start_token_id=vocab.pad_id,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        return T5ForConditionalGeneration(t5_config)
+
+
+def tiny_causal_lm_config(base_vocab: int = 32, hidden: int = 64, layers: int = 2, heads: int = 4) -> Any:
+    """A tiny Llama config for tests of the causal-LM path (random weights, nothing downloaded)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=base_vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
+
+
+class CausalSidLM(nn.Module):
+    """An HF causal LM with the SID tokens appended to its vocabulary (LM id = ``offset + SID id``)."""
+
+    def __init__(self, vocab: SidVocab, config: GeneratorConfig, lm_config: Any | None = None) -> None:
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            if config.causal_lm_path:
+                lm = AutoModelForCausalLM.from_pretrained(config.causal_lm_path, local_files_only=True)
+            else:
+                lm_config = lm_config or tiny_causal_lm_config(
+                    hidden=config.d_model, layers=config.num_decoder_layers, heads=config.num_heads
+                )
+                lm = AutoModelForCausalLM.from_config(lm_config)
+            self.offset = int(lm.get_input_embeddings().num_embeddings)
+            lm.resize_token_embeddings(self.offset + vocab.vocab_size, mean_resizing=False)
+        if config.lora_r > 0:
+            try:
+                import peft
+            except ImportError as exc:
+                raise ImportError(
+                    "arch='causal_lm_lora' with lora_r > 0 needs the 'peft' package; "
+                    "install it or set lora_r=0"
+                ) from exc
+            emb_name = _module_name(lm, lm.get_input_embeddings())
+            head_name = _module_name(lm, lm.get_output_embeddings())
+            lora = peft.LoraConfig(
+                r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                target_modules="all-linear", modules_to_save=[emb_name, head_name], task_type="CAUSAL_LM",
+            )
+            lm = peft.get_peft_model(lm, lora)
+        self.lm = lm
+        self.pad = self.offset + vocab.pad_id
+        self.eos = self.offset + vocab.eos_id
+
+    def joint_batch(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Concatenate prompt and target per row (right-padded); the loss covers the target only."""
+        rows, labs = [], []
+        for ids, mask, lab in zip(input_ids, attention_mask, labels, strict=True):
+            prompt = ids[mask.bool()] + self.offset
+            target = lab[lab != LABEL_PAD] + self.offset
+            rows.append(torch.cat([prompt, target]))
+            labs.append(torch.cat([torch.full_like(prompt, LABEL_PAD), target]))
+        width = max(len(r) for r in rows)
+        seq = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        att = torch.zeros_like(seq)
+        lab_out = torch.full_like(seq, LABEL_PAD)
+        for i, (r, lab) in enumerate(zip(rows, labs, strict=True)):
+            seq[i, : len(r)], att[i, : len(r)], lab_out[i, : len(r)] = r, 1, lab
+        return seq, att, lab_out
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> Any:
+        seq, att, lab = self.joint_batch(input_ids, attention_mask, labels)
+        return self.lm(input_ids=seq, attention_mask=att, labels=lab)
+
+
+def _module_name(root: nn.Module, target: nn.Module) -> str:
+    for name, mod in root.named_modules():
+        if mod is target:
+            return name.split(".")[-1]
+    raise ValueError("module not found in model")
+
+
+def build_model(vocab: SidVocab, config: GeneratorConfig) -> nn.Module:
+    """The model named by ``config.arch``."""
+    if config.arch == "t5":
+        return build_t5(vocab, config)
+    return CausalSidLM(vocab, config)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+class SidPrefixIndex:
+    """Valid SID prefixes -> allowed next tokens, and full SIDs -> item index (for ``generate``)."""
+
+    def __init__(self, vocab: SidVocab) -> None:
+        self.next: dict[tuple[int, ...], list[int]] = {}
+        self.item_of: dict[tuple[int, ...], int] = {}
+        allowed: dict[tuple[int, ...], set[int]] = {}
+        for idx, item in enumerate(vocab.item_ids):
+            toks = [int(t) for t in vocab.item_tokens(item)]
+            for j in range(len(toks)):
+                allowed.setdefault(tuple(toks[:j]), set()).add(toks[j])
+            self.item_of[tuple(toks)] = idx
+        self.next = {k: sorted(v) for k, v in allowed.items()}
+        self.max_len = max(len(k) for k in self.item_of)
+
+
+def rank_causal(
+    model: CausalSidLM, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: SidPrefixIndex,
+    *, beam_width: int, top_k: int,
+) -> np.ndarray:
+    """Top-``k`` item indices per row from ``generate`` constrained to valid SIDs (-1 pads)."""
+    prompts = [ids[m.bool()] + model.offset for ids, m in zip(input_ids, attention_mask, strict=True)]
+    width = max(len(p) for p in prompts)
+    seq = torch.full((len(prompts), width), model.pad, dtype=torch.long)
+    att = torch.zeros_like(seq)
+    for i, p in enumerate(prompts):  # left padding, so every row's generation starts at column `width`
+        seq[i, width - len(p) :], att[i, width - len(p) :] = p, 1
+
+    def allowed(_batch_id: int, ids: torch.Tensor) -> list[int]:
+        gen = tuple(int(t) - model.offset for t in ids[width:])
+        nxt = index.next.get(gen)
+        return [t + model.offset for t in nxt] if nxt else [model.pad]
+
+    n_ret = min(top_k, beam_width)
+    out = model.lm.generate(
+        input_ids=seq, attention_mask=att, num_beams=beam_width, num_return_sequences=n_ret,
+        max_new_tokens=index.max_len, prefix_allowed_tokens_fn=allowed, do_sample=False,
+        eos_token_id=model.eos, pad_token_id=model.pad, early_stopping=True,
+    )
+    gen = (out[:, width:] - model.offset).view(len(prompts), n_ret, -1).tolist()
+    ranked = np.full((len(prompts), top_k), -1, dtype=np.int64)
+    eos = model.eos - model.offset
+    for b, beams in enumerate(gen):
+        seen: list[int] = []
+        for toks in beams:
+            toks = toks[: toks.index(eos) + 1] if eos in toks else toks
+            item = index.item_of.get(tuple(toks), -1)
+            if item >= 0 and item not in seen:
+                seen.append(item)
+        ranked[b, : len(seen)] = seen
+    return ranked
+
+
+# --------------------------------------------------------------------------- Lightning module
+
+
+class GeneratorModule(L.LightningModule):
+    """SFT of the generative recommender; validation ranks the full catalogue with constrained beams."""
+
+    def __init__(self, vocab: SidVocab | dict, config: GeneratorConfig | dict) -> None:
+        super().__init__()
+        self.vocab = vocab if isinstance(vocab, SidVocab) else SidVocab.from_dict(vocab)
+        self.config = config if isinstance(config, GeneratorConfig) else GeneratorConfig.from_dict(config)
+        # the vocabulary travels in the checkpoint so it reloads alone; kept out of the logger (too big)
+        self.save_hyperparameters(
+            {"vocab": self.vocab.to_dict(), "config": asdict(self.config)}, logger=False
+        )
+        self.model = build_model(self.vocab, self.config)
+        self.trie = SidTrie.from_vocab(self.vocab)
+        self._prefix_index: SidPrefixIndex | None = None
+        self._val_ranked: list[np.ndarray] = []
+        self._val_targets: list[np.ndarray] = []
+
+    # -- scoring
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean cross-entropy of the target SID tokens."""
+        return self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        ).loss
+
+    @torch.no_grad()
+    def rank(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, beam_width: int | None = None,
+        top_k: int | None = None,
+    ) -> np.ndarray:
+        """Top-k item indices (rows of ``vocab.item_ids``) per input row; -1 where fewer exist."""
+        beam_width = beam_width or self.config.beam_width
+        top_k = top_k or self.config.eval_top_k
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if self.config.arch == "t5":
+                res = constrained_beam_search(
+                    self.model, input_ids, attention_mask, self.trie, self.vocab,
+                    beam_width=beam_width, top_k=top_k,
+                )
+                return np.asarray(torch.as_tensor(res.item_index).cpu(), dtype=np.int64)
+            if self._prefix_index is None:
+                self._prefix_index = SidPrefixIndex(self.vocab)
+            return rank_causal(
+                self.model, input_ids, attention_mask, self._prefix_index, beam_width=beam_width, top_k=top_k
+            )
+        finally:
+            self.model.train(was_training)
+
+    def rank_padded(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, depth: int, beam_width: int | None = None
+    ) -> np.ndarray:
+        """Like :meth:`rank`, ``depth`` columns wide even when the beam is narrower (-1 fills the rest)."""
+        beam_width = beam_width or self.config.beam_width
+        ranked = self.rank(input_ids, attention_mask, beam_width=beam_width, top_k=min(depth, beam_width))
+        if ranked.shape[1] < depth:
+            ranked = np.pad(ranked, ((0, 0), (0, depth - ranked.shape[1])), constant_values=-1)
+        return ranked
+
+    # -- Lightning hooks
+    def on_fit_start(self) -> None:
+        if self.logger is not None:
+            self.logger.log_hyperparams(asdict(self.config))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # dropout draws from a per-step seed, so a run resumed from a checkpoint equals an uninterrupted one
+        torch.manual_seed(self.config.seed * 1_000_003 + self.global_step)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self(batch)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.log("val_loss", self(batch), on_epoch=True, batch_size=len(batch["input_ids"]))
+        # NDCG@10 is the monitored metric: rank 10 deep (slots beyond the beam count as misses)
+        depth = max(10, self.config.eval_top_k)
+        self._val_ranked.append(self.rank_padded(batch["input_ids"], batch["attention_mask"], depth))
+        self._val_targets.append(batch["target_index"].cpu().numpy())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_ranked:
+            return
+        ranked, targets = np.concatenate(self._val_ranked), np.concatenate(self._val_targets)
+        self._val_ranked, self._val_targets = [], []
+        ks = sorted({5, 10, self.config.eval_top_k})
+        for name, value in evaluate_rankings(ranked, targets, ks=ks).items():
+            self.log(f"val_{name}", value, prog_bar=name == "ndcg@10")
+
+    def configure_optimizers(self) -> Any:
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.config.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.config.lr,
+        )
+        # the schedule always spans config.max_epochs, so a run stopped early and resumed later follows
+        # the same learning-rate curve as an uninterrupted one
+        per_epoch = self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs)
+        total = max(1, math.ceil(per_epoch * self.config.max_epochs))
+        warmup = int(self.config.warmup_ratio * total)
+        if self.config.lr_schedule == "constant":
+            sched = get_constant_schedule_with_warmup(opt, warmup)
+        else:
+            sched = get_linear_schedule_with_warmup(opt, warmup, total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def load_generator(checkpoint_path: str | Path) -> GeneratorModule:
+    """Load the policy of an SFT or GRPO checkpoint as a ``GeneratorModule`` (CPU, eval mode)."""
+    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    hp = ckpt.get("hyper_parameters", {})
+    if "vocab" not in hp or "config" not in hp:
+        raise ValueError(f"{checkpoint_path} is not a generator checkpoint (no vocab/config hyperparameters)")
+    module = GeneratorModule(hp["vocab"], hp["config"])
+    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    module.model.load_state_dict(state)
+    return module.eval()
+
+
+# --------------------------------------------------------------------------- training
+
+
+class MetricHistory(Callback):
+    """Validation metrics per epoch; stored in checkpoints so a resumed run keeps its full history."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": float(trainer.current_epoch), "global_step": float(trainer.global_step)}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")})
+        self.history.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+
+
+@dataclass
+class TrainResult:
+    """Where training left its checkpoints and what it measured."""
+
+    best_checkpoint: str
+    last_checkpoint: str
+    best_val_ndcg: float
+    epochs_completed: int
+    global_step: int
+    resumed_from: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def make_trainer(
+    config: GeneratorConfig,
+    checkpoint_dir: str | Path,
+    max_epochs: int,
+    logger: Any,
+    callbacks: list[Callback],
+    **overrides: Any,
+) -> L.Trainer:
+    """A deterministic single-CPU trainer that writes checkpoints only under ``checkpoint_dir``."""
+    kwargs: dict[str, Any] = {
+        "gradient_clip_val": config.gradient_clip_val,
+        "check_val_every_n_epoch": config.val_every_n_epochs,
+        **overrides,
+    }
+    return L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=max_epochs, logger=logger if logger is not None else False,
+        callbacks=callbacks, deterministic=True, **kwargs,
+        num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(checkpoint_dir), log_every_n_steps=10,
+    )
+
+
+def checkpoint_callbacks(checkpoint_dir: str | Path, prefix: str) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """Best-by-validation-NDCG@10 checkpoint, and ``last.ckpt`` rewritten after every epoch.
+
+    ``save_last=True`` is not used: since Lightning 2.6 it only writes when the monitored metric
+    improved, which would leave a stale ``last.ckpt`` to resume from.
+    """
+    best = ModelCheckpoint(
+        dirpath=checkpoint_dir, filename=f"{prefix}-epoch{{epoch:03d}}", auto_insert_metric_name=False,
+        monitor=VAL_NDCG, mode="max", save_top_k=1,
+    )
+    last = ModelCheckpoint(
+        dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+        save_on_train_epoch_end=True, enable_version_counter=False,
+    )
+    return best, last
+
+
+def train_generator(
+    datamodule: L.LightningDataModule,
+    vocab: SidVocab,
+    config: GeneratorConfig,
+    *,
+    logger: Any = None,
+    checkpoint_dir: str | Path,
+    resume: bool = True,
+    max_epochs: int | None = None,
+) -> TrainResult:
+    """Supervised training (SFT) with early stopping on validation NDCG@10.
+
+    ``max_epochs`` (default ``config.max_epochs``) stops the trainer after that many epochs in total;
+    with ``resume=True`` a ``last.ckpt`` in ``checkpoint_dir`` is continued from its epoch and step.
+    """
+    if len(datamodule.val_dataloader().dataset) == 0:
+        raise ValueError("no validation samples: early stopping on validation NDCG@10 needs them")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    checkpoint_dir = Path(checkpoint_dir)
+    last = checkpoint_dir / "last.ckpt"
+    resume_from = str(last) if resume and last.exists() else None
+    module = GeneratorModule(vocab, config)
+    ckpt_cb, last_cb = checkpoint_callbacks(checkpoint_dir, "best")
+    history = MetricHistory()
+    callbacks: list[Callback] = [
+        ckpt_cb, last_cb, EarlyStopping(monitor=VAL_NDCG, mode="max", patience=config.patience), history
+    ]
+    trainer = make_trainer(config, checkpoint_dir, max_epochs or config.max_epochs, logger, callbacks)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    best = ckpt_cb.best_model_score
+    return TrainResult(
+        best_checkpoint=ckpt_cb.best_model_path,
+        last_checkpoint=str(last),
+        best_val_ndcg=float(best) if best is not None else float("nan"),
+        epochs_completed=trainer.current_epoch,
+        global_step=trainer.global_step,
+        resumed_from=resume_from,
+        history=list(history.history),
+    )
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def rank_loader(module: GeneratorModule, loader: Any, **kw: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Ranked item indices [n, top_k] and target indices [n] over a loader of collated batches."""
+    ranked, targets = [], []
+    for batch in loader:
+        ranked.append(module.rank(batch["input_ids"], batch["attention_mask"], **kw))
+        targets.append(batch["target_index"].numpy())
+    return np.concatenate(ranked), np.concatenate(targets)
+
+
+def recommend(
+    module: GeneratorModule,
+    samples: Sequence[SequenceSample],
+    trie: SidTrie | None = None,
+    vocab: SidVocab | None = None,
+    k: int = 10,
+    *,
+    user_prefix: dict[str, Sequence[int]] | None = None,
+    batch_size: int = 64,
+    beam_width: int | None = None,
+) -> list[list[str]]:
+    """Top-``k`` recommended item ids per sample (best first) by constrained beam search.
+
+    ``trie``/``vocab`` are checked against the module's own (which travel in its checkpoint) and must
+    describe the same vocabulary; decoding uses the module's.
+    """
+    vocab = vocab or module.vocab
+    if vocab.vocab_size != module.vocab.vocab_size or vocab.item_ids != module.vocab.item_ids:
+        raise ValueError(
+            f"vocab (size {vocab.vocab_size}, {vocab.n_items} items) differs from the model's "
+            f"(size {module.vocab.vocab_size}, {module.vocab.n_items} items)"
+        )
+    if trie is not None and (trie.vocab_size != vocab.vocab_size or trie.n_items != vocab.n_items):
+        raise ValueError(f"trie ({trie.n_items} items) was not built from the model's vocabulary")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    beam_width = max(beam_width or module.config.beam_width, k)
+    encoder = SampleEncoder(vocab, user_prefix)
+    out: list[list[str]] = []
+    for start in range(0, len(samples), batch_size):
+        inputs = [encoder.encode_input(s.user_id, s.history) for s in samples[start : start + batch_size]]
+        width = max(len(x) for x in inputs)
+        input_ids = torch.full((len(inputs), width), vocab.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for i, x in enumerate(inputs):
+            input_ids[i, : len(x)], mask[i, : len(x)] = torch.tensor(x), 1
+        ranked = module.rank(input_ids, mask, beam_width=beam_width, top_k=k)
+        out.extend([[vocab.item_ids[i] for i in row if i >= 0] for row in ranked])
+    return out
+
+
+def evaluate_generator(
+    module: GeneratorModule, loader: Any, *, ks: Sequence[int] = (5, 10), beam_width: int | None = None
+) -> dict[str, float]:
+    """HR@K / NDCG@K of the module over a loader (full ranking, constrained beam search)."""
+    ranked, targets = [], []
+    for batch in loader:
+        ranked.append(module.rank_padded(batch["input_ids"], batch["attention_mask"], max(ks), beam_width))
+        targets.append(batch["target_index"].numpy())
+    return evaluate_rankings(np.concatenate(ranked), np.concatenate(targets), ks=ks)
+

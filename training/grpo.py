@@ -1,0 +1,310 @@
+"""GRPO fine-tuning of the SFT generator with the interest-aware reward.
+
+Per batch of users: sample a group of ``G`` valid SIDs per user from the current policy (trie-constrained,
+no grad), score them with :func:`training.rewards.interest_aware_reward`, normalise the rewards within
+each group into advantages, then take ``updates_per_batch`` optimiser steps on the PPO clipped surrogate
+minus ``β·KL`` (k3 estimator, per token) to the frozen SFT reference. Log-probabilities are the policy's
+own (unconstrained) token log-probabilities, for the old, new and reference models alike.
+
+``train_grpo`` keeps the SFT model when GRPO makes validation NDCG@10 worse (RL can lower ranking
+quality even while the reward rises).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from training.constrained_decoding import constrained_sample
+from training.generator import (
+    GeneratorConfig,
+    GeneratorModule,
+    MetricHistory,
+    checkpoint_callbacks,
+    evaluate_generator,
+    load_generator,
+    make_trainer,
+)
+from training.rewards import RewardBreakdown, RewardConfig, interest_aware_reward
+from training.sequence_data import LABEL_PAD
+from training.sid_vocab import SidVocab
+
+
+@dataclass
+class GRPOConfig:
+    """Group sampling, PPO/KL and optimisation settings of the GRPO stage."""
+
+    group_size: int = 8
+    temperature: float = 1.0
+    clip_eps: float = 0.2
+    kl_beta: float = 0.001
+    updates_per_batch: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    gradient_clip_val: float = 1.0
+    max_epochs: int = 3
+    val_every_n_epochs: int = 1
+    adv_eps: float = 1e-6
+    seed: int = 0
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reward, dict):
+            self.reward = RewardConfig(**self.reward)
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (advantages are relative within a group), got {self.group_size}")
+        if self.temperature <= 0 or self.clip_eps <= 0 or self.kl_beta < 0:
+            raise ValueError("temperature and clip_eps must be > 0 and kl_beta >= 0")
+        if min(self.updates_per_batch, self.max_epochs, self.val_every_n_epochs) < 1:
+            raise ValueError("updates_per_batch, max_epochs and val_every_n_epochs must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GRPOConfig:
+        """Build from a dict, rejecting unknown keys by name."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown GRPOConfig keys {sorted(unknown)}")
+        return cls(**d)
+
+
+def quality_vector(vocab: SidVocab, item_quality: dict[str, float] | list[float]) -> torch.Tensor:
+    """Item quality in ``vocab.item_ids`` order; items without a value get 0."""
+    if isinstance(item_quality, dict):
+        values = [float(item_quality.get(item, 0.0)) for item in vocab.item_ids]
+    else:
+        values = [float(v) for v in item_quality]
+        if len(values) != len(vocab.item_ids):
+            raise ValueError(f"item_quality has {len(values)} values for {len(vocab.item_ids)} items")
+    q = torch.tensor(values, dtype=torch.float32)
+    if torch.isnan(q).any() or (q < 0).any() or (q > 1).any():
+        raise ValueError("item quality must lie in [0, 1]")
+    return q
+
+
+def sequence_token_logprobs(
+    model: Any, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor, tokens: torch.Tensor, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probabilities [N, T] of ``tokens`` under a T5 model, and the mask of real tokens."""
+    labels = tokens.masked_fill(tokens == pad_id, LABEL_PAD)
+    decoder_input = model.prepare_decoder_input_ids_from_labels(labels=labels)
+    out = model(
+        encoder_outputs=(encoder_hidden,), attention_mask=encoder_mask, decoder_input_ids=decoder_input
+    )
+    logp = torch.log_softmax(out.logits.float(), dim=-1)
+    token_logp = logp.gather(-1, tokens.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return token_logp, tokens != pad_id
+
+
+@torch.no_grad()
+def sample_rewards(
+    module: GeneratorModule,
+    batch: dict[str, torch.Tensor],
+    item_quality: torch.Tensor,
+    config: GRPOConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, RewardBreakdown]:
+    """Sample ``config.group_size`` valid SIDs per row (policy in eval mode) and score them.
+
+    Returns tokens [B, G, T], item indices [B, G] and the reward breakdown [B, G].
+    """
+    res = constrained_sample(
+        module.model, batch["input_ids"], batch["attention_mask"], module.trie, module.vocab,
+        num_samples=config.group_size, temperature=config.temperature, generator=generator,
+    )
+    tokens = torch.as_tensor(res.tokens).long()
+    items = torch.as_tensor(res.item_index).long()
+    target_tokens = batch["labels"].masked_fill(batch["labels"] == LABEL_PAD, module.vocab.pad_id)
+    target = batch["target_index"]
+    rewards = interest_aware_reward(
+        tokens, items, target_tokens, target, item_quality[target],
+        levels=module.vocab.levels, config=config.reward,
+    )
+    return tokens, items, rewards
+
+
+class GRPOModule(GeneratorModule):
+    """The SFT generator plus a frozen reference copy, trained with GRPO (manual optimisation)."""
+
+    def __init__(
+        self,
+        vocab: SidVocab | dict,
+        config: GeneratorConfig | dict,
+        grpo: GRPOConfig | dict,
+        item_quality: dict[str, float] | list[float],
+    ) -> None:
+        super().__init__(vocab, config)
+        if self.config.arch != "t5":
+            raise NotImplementedError("GRPO is implemented for the T5 generator (arch='t5') only")
+        self.grpo = grpo if isinstance(grpo, GRPOConfig) else GRPOConfig.from_dict(grpo)
+        self.register_buffer("item_quality", quality_vector(self.vocab, item_quality))
+        self.save_hyperparameters(
+            {
+                "vocab": self.vocab.to_dict(),
+                "config": asdict(self.config),
+                "grpo": asdict(self.grpo),
+                "item_quality": self.item_quality.tolist(),
+            },
+            logger=False,
+        )
+        self.reference = copy.deepcopy(self.model)
+        self.reference.requires_grad_(False)
+        self.automatic_optimization = False
+
+    @classmethod
+    def from_sft_checkpoint(
+        cls, sft_checkpoint: str | Path, grpo: GRPOConfig, item_quality: dict[str, float] | list[float]
+    ) -> GRPOModule:
+        """Policy and frozen reference both initialised from an SFT checkpoint (vocab and config too)."""
+        sft = load_generator(sft_checkpoint)
+        module = cls(sft.vocab, sft.config, grpo, item_quality)
+        module.load_policy(sft.model.state_dict())
+        return module
+
+    def load_policy(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Start from SFT weights: policy and reference both get ``state_dict``."""
+        self.model.load_state_dict(state_dict)
+        self.reference.load_state_dict(state_dict)
+
+    def on_fit_start(self) -> None:
+        if self.logger is not None:
+            grpo = {f"grpo_{k}": v for k, v in asdict(self.grpo).items()}
+            self.logger.log_hyperparams({**asdict(self.config), **grpo})
+
+    @torch.no_grad()
+    def sample_group(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, RewardBreakdown]:
+        """Sample ``G`` SIDs per row from the current policy and score them (see :func:`sample_rewards`)."""
+        return sample_rewards(self, batch, self.item_quality, self.grpo, generator)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # seeded by step, so sampling is reproducible and unaffected by resuming
+        gen = torch.Generator().manual_seed(self.grpo.seed * 1_000_003 + self.global_step)
+        tokens, _, rewards = self.sample_group(batch, gen)
+        b, g, t = tokens.shape
+        r = rewards.total
+        adv = ((r - r.mean(dim=1, keepdim=True)) / (r.std(dim=1, keepdim=True) + self.grpo.adv_eps)).reshape(-1)
+        flat = tokens.reshape(b * g, t)
+        enc_mask = batch["attention_mask"].repeat_interleave(g, dim=0)
+        pad = self.vocab.pad_id
+
+        with torch.no_grad():
+            enc_ref = self.reference.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            ref_lp, mask = sequence_token_logprobs(
+                self.reference, enc_ref.last_hidden_state.repeat_interleave(g, dim=0), enc_mask, flat, pad
+            )
+        maskf = mask.float()
+        n_tok = maskf.sum(dim=1).clamp(min=1)
+        opt = self.optimizers()
+        stats: dict[str, float] = {}
+        old_lp: torch.Tensor | None = None
+        for _ in range(self.grpo.updates_per_batch):
+            new_lp, _ = self._policy_logprobs(batch, enc_mask, flat, g)
+            if old_lp is None:  # the weights that sampled the group: no extra forward needed
+                old_lp = new_lp.detach()
+            ratio = torch.exp(new_lp - old_lp)
+            surr = torch.minimum(
+                ratio * adv[:, None],
+                ratio.clamp(1 - self.grpo.clip_eps, 1 + self.grpo.clip_eps) * adv[:, None],
+            )
+            d = ref_lp - new_lp
+            kl = torch.exp(d) - d - 1  # k3: unbiased, non-negative estimate of KL(policy || reference)
+            per_seq = ((surr - self.grpo.kl_beta * kl) * maskf).sum(dim=1) / n_tok
+            loss = -per_seq.mean()
+            opt.zero_grad()
+            self.manual_backward(loss)
+            self.clip_gradients(opt, gradient_clip_val=self.grpo.gradient_clip_val, gradient_clip_algorithm="norm")
+            opt.step()
+            clipped = ((ratio - 1).abs() > self.grpo.clip_eps).float()
+            stats = {
+                "loss": float(loss.detach()),
+                "kl": float(((kl.detach() * maskf).sum(1) / n_tok).mean()),
+                "clip_frac": float((clipped * maskf).sum() / maskf.sum().clamp(min=1)),
+            }
+        logs = {f"grpo/reward_{k}": v for k, v in rewards.means().items()}
+        logs.update({f"grpo/{k}": v for k, v in stats.items()})
+        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=b)
+        return torch.tensor(stats["loss"])
+
+    def _policy_logprobs(
+        self, batch: dict[str, torch.Tensor], enc_mask: torch.Tensor, flat: torch.Tensor, g: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model.eval()  # no dropout: old and new log-probs must come from the same function
+        enc = self.model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        hidden = enc.last_hidden_state.repeat_interleave(g, dim=0)
+        return sequence_token_logprobs(self.model, hidden, enc_mask, flat, self.vocab.pad_id)
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=self.grpo.lr, weight_decay=self.grpo.weight_decay,
+        )
+
+
+@dataclass
+class GRPOResult:
+    """Which model to use downstream and the evidence for that choice."""
+
+    kept: Literal["sft", "grpo"]
+    checkpoint: str
+    grpo_checkpoint: str
+    sft_val_ndcg: float
+    grpo_val_ndcg: float
+    sft_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def train_grpo(
+    sft_checkpoint: str | Path,
+    datamodule: L.LightningDataModule,
+    vocab: SidVocab,
+    item_quality: dict[str, float],
+    config: GRPOConfig,
+    *,
+    logger: Any = None,
+    checkpoint_dir: str | Path,
+    max_epochs: int | None = None,
+    resume: bool = True,
+) -> GRPOResult:
+    """GRPO from an SFT checkpoint; returns ``kept="sft"`` when validation NDCG@10 got worse."""
+    sft = load_generator(sft_checkpoint)
+    if sft.vocab.item_ids != vocab.item_ids or sft.vocab.vocab_size != vocab.vocab_size:
+        raise ValueError("the SFT checkpoint was trained on a different SID vocabulary than the one given")
+    if len(datamodule.val_dataloader().dataset) == 0:
+        raise ValueError("no validation samples: GRPO compares validation NDCG@10 with the SFT model")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    sft_metrics = evaluate_generator(sft, datamodule.val_dataloader(), ks=(5, 10))
+
+    module = GRPOModule.from_sft_checkpoint(sft_checkpoint, config, item_quality)
+    checkpoint_dir = Path(checkpoint_dir)
+    last = checkpoint_dir / "last.ckpt"
+    ckpt_cb, last_cb = checkpoint_callbacks(checkpoint_dir, "grpo")
+    history = MetricHistory()
+    callbacks: list[Callback] = [ckpt_cb, last_cb, history]
+    trainer = make_trainer(
+        sft.config, checkpoint_dir, max_epochs or config.max_epochs, logger, callbacks,
+        gradient_clip_val=None, check_val_every_n_epoch=config.val_every_n_epochs,
+    )
+    if logger is not None:
+        logger.log_metrics({f"sft_val_{k}": v for k, v in sft_metrics.items()}, step=0)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
+
+    best = ckpt_cb.best_model_score
+    grpo_ndcg = float(best) if best is not None else float("-inf")
+    sft_ndcg = sft_metrics["ndcg@10"]
+    kept: Literal["sft", "grpo"] = "sft" if grpo_ndcg < sft_ndcg else "grpo"
+    return GRPOResult(
+        kept=kept,
+        checkpoint=str(sft_checkpoint) if kept == "sft" else ckpt_cb.best_model_path,
+        grpo_checkpoint=ckpt_cb.best_model_path,
+        sft_val_ndcg=sft_ndcg,
+        grpo_val_ndcg=grpo_ndcg,
+        sft_metrics=sft_metrics,
+        history=list(history.history),
+    )

@@ -1,0 +1,294 @@
+"""Next-item samples as SID token sequences, and the LightningDataModule that serves them.
+
+From the ``interaction_splits`` frame (user_id, item_id, timestamp, rating, position, split):
+
+- **train**: sliding windows over each user's *train* rows only: for every train position ``t >= 1``
+  the history is the previous ``<= max_history`` train items and the target is item ``t``;
+- **valid**: history = the last ``max_history`` train items, target = the valid item;
+- **test**: history = train items + the valid item (last ``max_history``), target = the test item.
+
+Encoder input = ``[user prefix tokens] + SID(h_1) + ... + SID(h_n) + [eos]`` (each history item's SID
+tokens without its eos); labels = the target's SID tokens + eos.
+
+Leakage: training samples never see a valid or test item, as input or label. The optional
+``user_prefix`` (interest tokens per user) is taken as given, so **the caller must build it from the
+training prefix only** (``user_interests`` mines train items only for that reason).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+if TYPE_CHECKING:
+    from training.sid_vocab import SidVocab
+
+SPLITS = ("train", "valid", "test")
+LABEL_PAD = -100  # ignored by the cross-entropy loss of transformers models
+REQUIRED_COLUMNS = ("user_id", "item_id", "position", "split")
+
+
+@dataclass(frozen=True)
+class SequenceSample:
+    """One next-item prediction: a user's history (oldest first) and the item that follows."""
+
+    user_id: str
+    history: tuple[str, ...]
+    target: str
+    split: str
+
+
+def build_samples(splits: pd.DataFrame, *, max_history: int = 20) -> dict[str, list[SequenceSample]]:
+    """Build train (sliding windows over the train prefix), valid and test samples per user.
+
+    Raises ``KeyError`` for missing columns and ``ValueError`` for unknown split labels, a user with
+    more than one valid/test row, or a valid/test row placed before a train row (which would leak the
+    future into training).
+    """
+    if max_history < 1:
+        raise ValueError(f"max_history must be >= 1, got {max_history}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in splits.columns]
+    if missing:
+        raise KeyError(f"interaction_splits lacks columns {missing}; have {list(splits.columns)}")
+    bad = set(splits["split"].unique()) - set(SPLITS)
+    if bad:
+        raise ValueError(f"unknown split labels {sorted(map(str, bad))}; expected {SPLITS}")
+
+    frame = splits[list(REQUIRED_COLUMNS)].sort_values(["user_id", "position"], kind="stable")
+    out: dict[str, list[SequenceSample]] = {s: [] for s in SPLITS}
+    for user, rows in frame.groupby("user_id", sort=True):
+        items = rows["item_id"].tolist()
+        labels = rows["split"].tolist()
+        train = [i for i, s in zip(items, labels, strict=True) if s == "train"]
+        _check_order(user, labels)
+        for t in range(1, len(train)):
+            out["train"].append(
+                SequenceSample(str(user), tuple(train[max(0, t - max_history) : t]), train[t], "train")
+            )
+        held = {s: i for i, s in zip(items, labels, strict=True) if s != "train"}
+        if "valid" in held:
+            out["valid"].append(
+                SequenceSample(str(user), tuple(train[-max_history:]), held["valid"], "valid")
+            )
+        if "test" in held:
+            before_test = train + ([held["valid"]] if "valid" in held else [])
+            out["test"].append(
+                SequenceSample(str(user), tuple(before_test[-max_history:]), held["test"], "test")
+            )
+    return out
+
+
+def _check_order(user: Any, labels: list[str]) -> None:
+    for s in ("valid", "test"):
+        if labels.count(s) > 1:
+            raise ValueError(f"user {user!r} has {labels.count(s)} '{s}' rows; leave-one-out allows one")
+    order = {"train": 0, "valid": 1, "test": 2}
+    ranks = [order[s] for s in labels]
+    if ranks != sorted(ranks):
+        raise ValueError(
+            f"user {user!r}: splits out of chronological order {labels}; valid/test must follow train"
+        )
+
+
+def interest_prefix_tokens(
+    user_interest_embs: Mapping[str, np.ndarray],
+    item_embeddings: np.ndarray,
+    vocab: SidVocab,
+    *,
+    n: int = 4,
+    depth: int = 2,
+) -> dict[str, list[int]]:
+    """Per-user interest tokens: the first ``depth`` SID codes of the item nearest (cosine) to each of
+    the user's first ``n`` interest embeddings; repeated code groups dropped, order kept.
+
+    ``item_embeddings`` [n_items, d] must follow ``vocab.item_ids``. The tokens are coarse SID codes, so
+    they name catalogue regions the model already knows. Build ``user_interest_embs`` from the
+    training prefix only, or the prefix leaks held-out items.
+    """
+    item_embeddings = np.asarray(item_embeddings, dtype=np.float64)
+    if item_embeddings.ndim != 2 or item_embeddings.shape[0] != vocab.n_items:
+        raise ValueError(
+            f"item_embeddings must be [n_items={vocab.n_items}, d], got shape {item_embeddings.shape}"
+        )
+    if not 1 <= depth <= vocab.levels or n < 1:
+        raise ValueError(f"need n >= 1 and 1 <= depth <= levels ({vocab.levels}), got n={n}, depth={depth}")
+    items = item_embeddings / np.maximum(np.linalg.norm(item_embeddings, axis=1, keepdims=True), 1e-12)
+    codes = vocab.sid_tokens[:, :depth]
+    out: dict[str, list[int]] = {}
+    for user, embs in user_interest_embs.items():
+        embs = np.asarray(embs, dtype=np.float64)
+        if embs.size == 0:
+            out[str(user)] = []
+            continue
+        embs = np.atleast_2d(embs)
+        if embs.ndim != 2 or embs.shape[1] != items.shape[1]:
+            raise ValueError(
+                f"interest embeddings of user {user!r} have shape {embs.shape}, expected [k, {items.shape[1]}]"
+            )
+        seen: list[tuple[int, ...]] = []
+        for idx in (embs[:n] @ items.T).argmax(axis=1):
+            key = tuple(int(t) for t in codes[idx])
+            if key not in seen:
+                seen.append(key)
+        out[str(user)] = [t for key in seen for t in key]
+    return out
+
+
+class SampleEncoder:
+    """Turns samples into token id lists with one vocabulary; caches each item's SID tokens."""
+
+    def __init__(self, vocab: SidVocab, user_prefix: Mapping[str, Sequence[int]] | None = None) -> None:
+        self.vocab = vocab
+        self.user_prefix = dict(user_prefix or {})
+        self._index = {item: i for i, item in enumerate(vocab.item_ids)}
+        self._tokens: dict[str, list[int]] = {}
+        for user, toks in self.user_prefix.items():
+            bad = [t for t in toks if not 0 <= int(t) < vocab.vocab_size]
+            if bad:
+                raise ValueError(f"user_prefix[{user!r}] has token ids outside the vocabulary: {bad[:5]}")
+
+    def item_index(self, item_id: str) -> int:
+        """Row of ``item_id`` in ``vocab.item_ids`` (the index the decoders return)."""
+        try:
+            return self._index[item_id]
+        except KeyError:
+            raise KeyError(f"item {item_id!r} has no semantic ID in the vocabulary") from None
+
+    def item_sid(self, item_id: str) -> list[int]:
+        """The item's SID tokens (with the collision suffix when it has one), without eos."""
+        if item_id not in self._tokens:
+            self.item_index(item_id)
+            toks = [int(t) for t in self.vocab.item_tokens(item_id)]
+            if toks[-1] == self.vocab.eos_id:
+                toks = toks[:-1]
+            self._tokens[item_id] = toks
+        return self._tokens[item_id]
+
+    def encode_input(self, user_id: str, history: Sequence[str]) -> list[int]:
+        """Encoder input: the user's prefix tokens, each history item's SID, then eos."""
+        ids = [int(t) for t in self.user_prefix.get(user_id, ())]
+        for item in history:
+            ids.extend(self.item_sid(item))
+        ids.append(self.vocab.eos_id)
+        return ids
+
+    def encode(self, sample: SequenceSample) -> dict[str, Any]:
+        """``input_ids`` (prefix + history SIDs + eos), ``labels`` (target SID + eos), ``target_index``."""
+        return {
+            "input_ids": self.encode_input(sample.user_id, sample.history),
+            "labels": self.item_sid(sample.target) + [self.vocab.eos_id],
+            "target_index": self.item_index(sample.target),
+        }
+
+
+class SequenceDataset(Dataset):
+    """Encoded samples, held in memory as token lists."""
+
+    def __init__(self, samples: Sequence[SequenceSample], encoder: SampleEncoder) -> None:
+        self.samples = list(samples)
+        self.rows = [encoder.encode(s) for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        return self.rows[idx]
+
+
+def collate(rows: Sequence[dict[str, Any]], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Right-pad a list of encoded samples: inputs with ``pad_id``, labels with -100."""
+    n = len(rows)
+    in_len = max(len(r["input_ids"]) for r in rows)
+    lab_len = max(len(r["labels"]) for r in rows)
+    input_ids = torch.full((n, in_len), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, in_len), dtype=torch.long)
+    labels = torch.full((n, lab_len), LABEL_PAD, dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
+        attention[i, : len(r["input_ids"])] = 1
+        labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
+    target = torch.tensor([r["target_index"] for r in rows], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "target_index": target}
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Random order drawn from ``seed + epoch``: the same order for an epoch whether or not the run
+    was resumed from a checkpoint (Lightning calls ``set_epoch`` before every epoch)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """Train/valid/test SID sequence loaders over ``interaction_splits`` (seeded shuffling, no workers)."""
+
+    def __init__(
+        self,
+        splits: pd.DataFrame,
+        vocab: SidVocab,
+        *,
+        max_history: int = 20,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        seed: int = 0,
+        user_prefix: Mapping[str, Sequence[int]] | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.vocab = vocab
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.seed = seed
+        self.samples = build_samples(splits, max_history=max_history)
+        encoder = SampleEncoder(vocab, user_prefix)
+        self.datasets = {s: SequenceDataset(self.samples[s], encoder) for s in SPLITS}
+        if len(self.datasets["train"]) == 0:
+            raise ValueError("no training samples: every user needs at least 2 train interactions")
+
+    def _collate(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return collate(rows, self.vocab.pad_id)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.datasets["train"]
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=EpochSeededSampler(len(ds), self.seed),
+            collate_fn=self._collate,
+            num_workers=0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("valid")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    def loader(self, split: str, *, batch_size: int | None = None) -> DataLoader:
+        """An unshuffled loader over any split (e.g. for ranking all users)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return DataLoader(
+            self.datasets[split], batch_size=batch_size or self.eval_batch_size, shuffle=False,
+            collate_fn=self._collate, num_workers=0,
+        )
