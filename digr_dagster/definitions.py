@@ -1,21 +1,32 @@
 """The Dagster code location: assets, checks, resources, jobs, schedule and sensor."""
 
-from __future__ import annotations
-
 import dagster as dg
 
-from assets import ingestion
+from assets import discretisation, ingestion, mining, recommender
 from digr_dagster.automation import ingestion_job, new_files_sensor, nightly_retrain_job, nightly_schedule
 from digr_dagster.resources.mlflow_tracking import MlflowTracking
+from digr_dagster.resources.models import LLMMiners, TextEncoderResource
 from digr_dagster.resources.warehouse import Warehouse
 
 defs = dg.Definitions(
-    assets=[ingestion.ingest_source, ingestion.interaction_splits],
+    assets=[
+        ingestion.ingest_source,
+        ingestion.interaction_splits,
+        mining.item_interests,
+        mining.interest_rewards,
+        mining.user_interests,
+        discretisation.item_embeddings,
+        discretisation.semantic_ids,
+        recommender.recommender_sft,
+        recommender.recommender_grpo,
+    ],
     jobs=[nightly_retrain_job, ingestion_job],
     schedules=[nightly_schedule],
     sensors=[new_files_sensor],
     resources={
         "warehouse": Warehouse(),
-        "mlflow": MlflowTracking(),
+        "mlflow_tracking": MlflowTracking(),
+        "llm": LLMMiners(),
+        "text_encoder": TextEncoderResource(),
     },
 )

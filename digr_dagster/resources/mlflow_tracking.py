@@ -152,3 +152,10 @@ class MlflowTracking(ConfigurableResource):
             del parent
             get_dagster_logger().debug(f"closed MLflow run {child.info.run_id} ({status_child})")
 
+
+
+def lightning_logger(run: AssetRun, experiment_name: str):
+    """A Lightning MLFlowLogger that writes into the asset's MLflow run (not a new one)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    return MLFlowLogger(experiment_name=experiment_name, tracking_uri=run.tracking_uri, run_id=run.run_id)

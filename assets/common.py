@@ -1,0 +1,67 @@
+"""Small helpers shared by asset modules: metadata conversion, lineage, content hashes."""
+
+import hashlib
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+
+def md(values: dict) -> dict:
+    """Dagster metadata from plain values: dicts and lists as JSON, everything else as is."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict | list | tuple):
+            out[key] = dg.MetadataValue.json(_plain(value))
+        elif isinstance(value, np.generic):
+            out[key] = value.item()
+        else:
+            out[key] = value
+    return out
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def frame_hash(df: pd.DataFrame) -> str:
+    """Content hash of a frame (row order and values), to prove two materialisations are identical."""
+    hashed = pd.util.hash_pandas_object(df.astype(str), index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes() + ",".join(df.columns).encode()).hexdigest()[:16]
+
+
+def upstream_lineage(context: dg.AssetExecutionContext, *asset_names: str) -> dict:
+    """Which materialisation of each upstream asset this run read: run id, timestamp and content hash."""
+    out = {}
+    for name in asset_names:
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(name))
+        if event is None:
+            out[name] = None
+            continue
+        mat = event.asset_materialization
+        content = mat.metadata.get("content_hash") if mat else None
+        out[name] = {
+            "run_id": event.run_id,
+            "timestamp": event.timestamp,
+            "content_hash": content.value if content is not None else None,
+        }
+    return out
+
+
+def preview(df: pd.DataFrame, n: int = 8) -> dg.MetadataValue:
+    return dg.MetadataValue.md(df.head(n).to_markdown(index=False))
+
+
+def active_items(warehouse) -> pd.DataFrame:
+    """Items that survive filtering (appear in ``interaction_splits``): the catalogue that is mined,
+    embedded and given semantic IDs, so cost follows the active catalogue rather than the raw one."""
+    with warehouse.connect() as con:
+        return con.execute(
+            "SELECT * FROM items WHERE item_id IN (SELECT DISTINCT item_id FROM interaction_splits) ORDER BY item_id"
+        ).df()

@@ -1,0 +1,255 @@
+"""MLIM and RLDI: item interests mined by several LLMs, judged descriptors with item quality, and
+user interests summarised from each user's training prefix only."""
+
+import time
+
+import dagster as dg
+import mlflow
+import pandas as pd
+from pydantic import Field
+
+from assets.common import active_items, frame_hash, md, preview, upstream_lineage
+from digr_dagster.resources.mlflow_tracking import MlflowTracking
+from digr_dagster.resources.models import LLMMiners, TextEncoderResource
+from digr_dagster.resources.warehouse import Warehouse
+
+CONTRACT = "data_contract"
+LLM_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+
+
+class ItemInterestConfig(dg.Config):
+    seed: int = 0
+    merge_similarity: float = Field(default=0.85, description="Cosine above which two miners' descriptors merge")
+    min_coverage: float = Field(default=0.8, ge=0, le=1,
+                                description="Blocking: share of items with at least one descriptor")
+
+
+class InterestRewardConfig(dg.Config):
+    judge: str = Field(default="embedding", description="embedding | classifier | llm (needs llm.judge)")
+    grounding_threshold: float = 0.2
+    specificity_threshold: float = 0.15
+    min_coverage: float = Field(default=0.5, ge=0, le=1,
+                                description="Blocking: share of items with at least one judged descriptor")
+    seed: int = 0
+
+
+class UserInterestConfig(dg.Config):
+    top_k: int = Field(default=5, ge=1)
+    recency_half_life: float = Field(default=5.0, gt=0)
+    max_history: int = Field(default=20, ge=1, description="Only the last N training items of each user")
+    llm_summary: bool = Field(default=True, description="Add one LLM-written phrase per user (rank 0)")
+    seed: int = 0
+
+
+def _problems_check(asset: str, problems: list[str], extra: dict | None = None) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset, check_name=CONTRACT, passed=not problems,
+        metadata=md({"problems": problems, "n_problems": len(problems), **(extra or {})}),
+    )
+
+
+@dg.asset(
+    deps=["items", "interaction_splits"],
+    group_name="mlim",
+    kinds={"duckdb", "mlflow"},
+    pool="warehouse",
+    retry_policy=LLM_RETRY,
+    check_specs=[dg.AssetCheckSpec(CONTRACT, asset="item_interests", blocking=True,
+                                   description="descriptors non-empty and unique per item, confidence in [0,1], "
+                                               "coverage above the threshold")],
+    description="Descriptors of latent purchase motivations per item, mined by every configured LLM and merged.",
+)
+def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig, warehouse: Warehouse,
+                   llm: LLMMiners, text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking):
+    from mining.call_cache import DuckDBCallCache
+    from mining.item_mining import mine_item_interests
+    from mining.merge import merge_miners
+    from mining.quality import check_item_interests
+
+    items = active_items(warehouse)
+    configs = llm.miner_configs()
+    backends = llm.backends()
+    cache = DuckDBCallCache(warehouse.database)
+    params = {"miners": ",".join(f"{c.name}:{c.model}" for c in configs), "n_items": len(items),
+              "seed": config.seed}
+    with mlflow_tracking.asset_run(context, params=params) as run:
+        t0 = time.perf_counter()
+        result = mine_item_interests(items, backends, configs, cache, progress=True, seed=config.seed)
+        encoder = text_encoder.get()
+        merged = merge_miners(result.interests, encoder.encode, similarity=config.merge_similarity)
+        problems = check_item_interests(merged, item_ids=items["item_id"].astype(str),
+                                        min_coverage=config.min_coverage)
+        stats = result.stats
+        coverage = merged["item_id"].nunique() / max(len(items), 1)
+        mlflow.log_metrics({"coverage": coverage, "failures": stats["failures"], "cache_hits": stats["cache_hits"],
+                            "calls": stats["calls"], "mining_seconds": time.perf_counter() - t0})
+        if problems:
+            yield _problems_check("item_interests", problems, {"coverage": coverage})
+            raise dg.Failure(f"item_interests contract failed, previous tables kept: {problems}")
+        failures = result.failures.astype({c: "string" for c in result.failures.columns})
+        warehouse.replace({"item_interests": merged, "item_interests_raw": result.interests,
+                           "item_interest_failures": failures if len(failures) else
+                           pd.DataFrame({c: pd.Series(dtype="string") for c in failures.columns})})
+        examples = merged.merge(items[["item_id", "title"]], on="item_id").sort_values(["item_id", "rank"])
+        yield dg.MaterializeResult(metadata=md({
+            "dagster/row_count": len(merged),
+            **run.metadata(),
+            "items": len(items),
+            "coverage": round(coverage, 4),
+            "descriptors_per_item": round(len(merged) / max(merged["item_id"].nunique(), 1), 2),
+            "miners": [f"{c.name} ({c.backend}: {c.model}, {c.prompt_style})" for c in configs],
+            "calls": stats["calls"],
+            "cache_hits": stats["cache_hits"],
+            "failures": stats["failures"],
+            "items_failed": stats["items_failed"],
+            "prompt_tokens": stats["prompt_tokens"],
+            "completion_tokens": stats["completion_tokens"],
+            "wall_seconds": stats["wall_s"],
+            "per_miner": stats["per_miner"],
+            "failure_examples": preview(failures, 5) if len(failures) else "none",
+            "content_hash": frame_hash(merged),
+            "lineage": upstream_lineage(context, "items", "interaction_splits"),
+            "examples": preview(examples[["item_id", "title", "descriptor", "confidence", "support"]], 12),
+        }))
+        yield _problems_check("item_interests", [], {"coverage": round(coverage, 4)})
+
+
+@dg.asset(
+    deps=["item_interests", "items"],
+    group_name="rldi",
+    kinds={"duckdb", "mlflow"},
+    pool="warehouse",
+    check_specs=[dg.AssetCheckSpec(CONTRACT, asset="interest_rewards", blocking=True,
+                                   description="labels in {0,1}, confidence and q in [0,1], coverage")],
+    description="Each descriptor labelled 1 (specific, grounded) or 0 by a judge; item quality "
+                "q = Σc·l / Σc in table item_quality.",
+)
+def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardConfig, warehouse: Warehouse,
+                     llm: LLMMiners, text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking):
+    from mining.judges import ClassifierJudge, EmbeddingJudge, LLMJudge, evaluate_judge, item_quality, label_interests
+    from mining.labelled_descriptors import load_labelled_descriptors
+    from mining.quality import check_interest_rewards, check_item_quality
+
+    items = active_items(warehouse)
+    interests = warehouse.read("item_interests", order_by="item_id, rank")
+    embed = text_encoder.get().encode
+    emb_judge = EmbeddingJudge(embed, grounding_threshold=config.grounding_threshold,
+                               specificity_threshold=config.specificity_threshold, seed=config.seed)
+    extra: dict = {}
+    if config.judge == "embedding":
+        judge = emb_judge
+    elif config.judge == "classifier":
+        judge = ClassifierJudge(embed, seed=config.seed)
+        from mining.judges import item_evidence
+
+        extra["classifier_holdout_agreement"] = judge.fit_from(
+            emb_judge, interests["descriptor"].tolist(), interests["item_id"].astype(str).tolist(),
+            item_evidence(items))
+    elif config.judge == "llm":
+        if not llm.judge:
+            raise dg.Failure("judge='llm' needs the llm resource's `judge` set to a miner name")
+        backend = {c.name: b for c, b in zip(llm.miner_configs(), llm.backends(), strict=True)}[llm.judge]
+        judge = LLMJudge(backend)
+    else:
+        raise dg.Failure(f"unknown judge {config.judge!r}: use embedding, classifier or llm")
+
+    with mlflow_tracking.asset_run(context, params=config.model_dump()) as run:
+        rewards = label_interests(interests, items, judge)
+        quality = item_quality(rewards, item_ids=items["item_id"].astype(str).tolist())
+        labelled = load_labelled_descriptors()
+        accuracy = evaluate_judge(judge, labelled).accuracy
+        problems = check_interest_rewards(rewards, item_ids=items["item_id"].astype(str),
+                                          min_coverage=config.min_coverage) + check_item_quality(quality)
+        curated_share = float(rewards["label"].mean()) if len(rewards) else 0.0
+        mlflow.log_metrics({"curated_share": curated_share, "mean_q": float(quality["q"].mean()),
+                            "labelled_set_accuracy": accuracy})
+        if problems:
+            yield _problems_check("interest_rewards", problems)
+            raise dg.Failure(f"interest_rewards contract failed, previous tables kept: {problems}")
+        warehouse.replace({"interest_rewards": rewards, "item_quality": quality})
+        yield dg.MaterializeResult(metadata=md({
+            "dagster/row_count": len(rewards),
+            **run.metadata(),
+            "judge": judge.name,
+            "curated_share": round(curated_share, 4),
+            "mean_q": round(float(quality["q"].mean()), 4),
+            "items_with_curated": int((quality["n_curated"] > 0).sum()),
+            "labelled_set_accuracy": round(accuracy, 4),
+            "labelled_set_size": len(labelled),
+            **extra,
+            "content_hash": frame_hash(rewards),
+            "lineage": upstream_lineage(context, "item_interests"),
+            "examples": preview(rewards.sort_values("score", ascending=False)
+                                [["item_id", "descriptor", "confidence", "label", "score"]], 12),
+        }))
+        yield _problems_check("interest_rewards", [])
+
+
+@dg.asset(
+    deps=["interaction_splits", "interest_rewards"],
+    group_name="mlim",
+    kinds={"duckdb"},
+    pool="warehouse",
+    retry_policy=LLM_RETRY,
+    check_specs=[dg.AssetCheckSpec(CONTRACT, asset="user_interests", blocking=True,
+                                   description="non-empty unique interests per user; built from the training "
+                                               "prefix only")],
+    description="Per user, ordered deep interests from the TRAINING PREFIX only (never valid/test items).",
+)
+def user_interests(context: dg.AssetExecutionContext, config: UserInterestConfig, warehouse: Warehouse,
+                   llm: LLMMiners, text_encoder: TextEncoderResource):
+    from mining.quality import check_user_interests
+    from mining.user_interests import summarise_user_interests, train_prefix
+
+    splits = warehouse.read("interaction_splits", order_by="user_id, position")
+    rewards = warehouse.read("interest_rewards")
+    backend = None
+    if config.llm_summary:
+        backend = _SummaryCache(llm.backends()[0], warehouse.database)
+    out = summarise_user_interests(
+        splits, rewards, backend=backend, top_k=config.top_k, recency_half_life=config.recency_half_life,
+        embed=text_encoder.get().encode, max_history=config.max_history, seed=config.seed)
+    problems = check_user_interests(out)
+    # leakage guard: the history size behind every user's interests is at most their training prefix
+    prefix = train_prefix(splits, max_history=config.max_history).groupby("user_id").size()
+    over = out[out["n_history_items"].to_numpy() > out["user_id"].astype(str).map(prefix).fillna(0).to_numpy()]
+    if len(over):
+        problems.append(f"{over['user_id'].nunique()} user(s) have more history items than their training prefix")
+    if problems:
+        yield _problems_check("user_interests", problems)
+        raise dg.Failure(f"user_interests contract failed: {problems}")
+    warehouse.replace({"user_interests": out})
+    users = splits["user_id"].nunique()
+    yield dg.MaterializeResult(metadata=md({
+        "dagster/row_count": len(out),
+        "users_with_interests": int(out["user_id"].nunique()),
+        "users": int(users),
+        "llm_summaries": int((out["source"] == "llm_summary").sum()),
+        "content_hash": frame_hash(out),
+        "lineage": upstream_lineage(context, "interaction_splits", "interest_rewards"),
+        "examples": preview(out, 15),
+    }))
+    yield _problems_check("user_interests", [])
+
+
+class _SummaryCache:
+    """The first miner's backend with its calls cached in the warehouse (reruns pay only for new users)."""
+
+    def __init__(self, backend, database: str) -> None:
+        from mining.call_cache import DuckDBCallCache
+
+        self.inner = backend
+        self.name = backend.name
+        self.model = backend.model
+        self.cache = DuckDBCallCache(database)
+
+    def complete_batch(self, requests):
+        from mining.backends import LLMError
+        from mining.call_cache import complete_with_cache
+
+        completions, errors, _ = complete_with_cache(self.inner, requests, self.cache,
+                                                     prompt_version="user-summary-v1")
+        if errors:
+            raise LLMError(f"user summaries: {len(errors)} of {len(requests)} calls to {self.name!r} failed: "
+                           f"{next(iter(errors.values()))}", partial=completions, errors=errors)
+        return completions
