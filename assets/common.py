@@ -11,7 +11,9 @@ def md(values: dict) -> dict:
     """Dagster metadata from plain values: dicts and lists as JSON, everything else as is."""
     out = {}
     for key, value in values.items():
-        if isinstance(value, dict | list | tuple):
+        if isinstance(value, dg.MetadataValue):
+            out[key] = value
+        elif isinstance(value, dict | list | tuple):
             out[key] = dg.MetadataValue.json(_plain(value))
         elif isinstance(value, np.generic):
             out[key] = value.item()

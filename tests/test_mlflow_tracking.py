@@ -42,7 +42,7 @@ def test_each_asset_gets_its_own_closed_run(digr_env):
     assert {"good_asset", "second_asset"} <= set(by_name)
     assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     child = by_name["good_asset"]
-    assert child.data.params == {"alpha": "0.5"}
+    assert child.data.params == {"config.alpha": "0.5"}
     assert child.data.metrics["loss"] == 1.25
     assert child.data.tags["dagster_asset_key"] == "good_asset"
     parent_id = child.data.tags["mlflow.parentRunId"]

@@ -132,7 +132,9 @@ class MlflowTracking(ConfigurableResource):
         )
         try:
             if params:
-                mlflow.log_params(params)
+                # prefixed: Lightning's logger logs the module's own hyper-parameters into the same run,
+                # and MLflow refuses a param key logged twice with different values
+                mlflow.log_params({f"config.{k}": v for k, v in params.items()})
             if tags:
                 mlflow.set_tags(tags)
             yield AssetRun(child.info.run_id, parent_id, experiment_id, self.tracking_uri)

@@ -1,0 +1,1 @@
+"""Multi-LLM interest mining (MLIM): LLM backends, call cache, item interest mining, miner merge, judges."""

@@ -1,0 +1,118 @@
+"""Robust parsing of model output: JSON extraction, validation, phrase cleaning. Every failure is a ParseError."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ParseError(ValueError):
+    """Model output could not be turned into the expected record; the message says why."""
+
+
+class Descriptor(BaseModel):
+    """One mined interest."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    descriptor: str = Field(min_length=1, max_length=120)
+    confidence: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _no_bool(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("confidence must be a number, not a boolean")
+        return value
+
+
+class ItemInterests(BaseModel):
+    """The structured answer: an ordered list of descriptors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    descriptors: list[Descriptor] = Field(min_length=1)
+
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+
+
+def extract_json_object(text: str) -> dict:
+    """The first JSON object in ``text`` (inside a code fence or bare, surrounded by prose)."""
+    if not isinstance(text, str):
+        raise ParseError(f"expected text, got {type(text).__name__}")
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
+    for candidate in candidates:
+        start = candidate.find("{")
+        while start != -1:
+            try:
+                value, _end = decoder.raw_decode(candidate, start)
+            except (json.JSONDecodeError, RecursionError):
+                start = candidate.find("{", start + 1)
+                continue
+            if isinstance(value, dict):
+                return value
+            start = candidate.find("{", start + 1)
+    raise ParseError("no JSON object found in the output" if "{" not in text else "no valid JSON object in the output")
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        location = ".".join(str(p) for p in item["loc"]) or "record"
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_item_interests(text: str, max_descriptors: int) -> list[Descriptor]:
+    """Validate a structured answer; keep at most ``max_descriptors``, dropping normalised duplicates."""
+    data = extract_json_object(text)
+    try:
+        record = ItemInterests.model_validate(data)
+    except ValidationError as exc:
+        raise ParseError(f"invalid interests record: {_describe(exc)}") from None
+    seen: set[str] = set()
+    kept = []
+    for d in record.descriptors:
+        key = normalise_descriptor(d.descriptor)
+        if not key:
+            raise ParseError(f"descriptor {d.descriptor!r} is empty after normalisation")
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(d)
+    return kept[:max_descriptors]
+
+
+_PUNCT = re.compile(r"[^\w\s]|_", re.UNICODE)
+_ARTICLES = {"a", "an", "the"}
+
+
+def normalise_descriptor(text: str) -> str:
+    """Lowercase, strip punctuation and articles, collapse whitespace (the merge / dedup key)."""
+    words = _PUNCT.sub(" ", text.lower()).split()
+    return " ".join(w for w in words if w not in _ARTICLES)
+
+
+_PHRASE_PREFIX = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
+_MAX_PHRASE_WORDS = 16
+
+
+def clean_phrase(text: str) -> str:
+    """The first line of a one-phrase answer, without list markers, quotes or a trailing full stop."""
+    if not isinstance(text, str):
+        raise ParseError(f"expected text, got {type(text).__name__}")
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        raise ParseError("empty answer")
+    phrase = _PHRASE_PREFIX.sub("", lines[0]).strip().strip("\"'`“”").strip().rstrip(".;:,!").strip()
+    if not normalise_descriptor(phrase):
+        raise ParseError(f"answer has no words: {lines[0][:80]!r}")
+    if len(phrase.split()) > _MAX_PHRASE_WORDS:
+        raise ParseError(f"answer is not a short phrase ({len(phrase.split())} words)")
+    if "{" in phrase or "<" in phrase:
+        raise ParseError(f"answer looks like markup, not a phrase: {phrase[:80]!r}")
+    return phrase[:120]
