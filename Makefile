@@ -13,6 +13,8 @@ export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
+# converted SmolLM2 weights (GGUF → safetensors once, then seconds to load)
+export DIGR_MODEL_CACHE ?= $(DIGR_HOME)/models
 
 .PHONY: setup demo test test-fast dev mlflow-ui bench lint clean
 

@@ -50,6 +50,8 @@ class SourceConfig(dg.Config):
                                description="Skip (and count) up to this many malformed lines; 0 = fail on the first")
     seed: int = Field(default=7, description="demo: generator seed")
     n_users: int = Field(default=600, ge=10, description="demo: number of users")
+    n_motivations: int | None = Field(default=None, ge=2,
+                                      description="demo: first N of the 25 hidden motivations (smaller catalogue)")
 
     def to_spec(self) -> SourceSpec:
         path = self.path or (settings.demo_data_dir() if self.kind == "demo" else "")

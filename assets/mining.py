@@ -1,6 +1,7 @@
 """MLIM and RLDI: item interests mined by several LLMs, judged descriptors with item quality, and
 user interests summarised from each user's training prefix only."""
 
+import dataclasses
 import time
 
 import dagster as dg
@@ -19,6 +20,8 @@ LLM_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTI
 
 class ItemInterestConfig(dg.Config):
     seed: int = 0
+    n_descriptors: int | None = Field(default=None, ge=1,
+                                      description="Override every miner's descriptors per item (cost ∝ this)")
     merge_similarity: float = Field(default=0.85, description="Cosine above which two miners' descriptors merge")
     min_coverage: float = Field(default=0.8, ge=0, le=1,
                                 description="Blocking: share of items with at least one descriptor")
@@ -69,6 +72,8 @@ def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig
     items = active_items(warehouse)
     configs = llm.miner_configs()
     backends = llm.backends()
+    if config.n_descriptors is not None:
+        configs = [dataclasses.replace(c, n_descriptors=config.n_descriptors) for c in configs]
     cache = DuckDBCallCache(warehouse.database)
     params = {"miners": ",".join(f"{c.name}:{c.model}" for c in configs), "n_items": len(items),
               "seed": config.seed}

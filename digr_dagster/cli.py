@@ -54,8 +54,11 @@ def _summary() -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import yaml
+
+    run_config = yaml.safe_load(open(args.config)) if args.config else {}
     t0 = time.perf_counter()
-    ok = run_job("nightly_retrain")
+    ok = run_job("nightly_retrain", run_config)
     elapsed = time.perf_counter() - t0
     if not ok:
         print(f"\nThe demo run FAILED after {elapsed:.0f} s; see the run log above or `make dev`.", file=sys.stderr)
@@ -68,7 +71,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="digr", description="DeepInterestGR command line")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="materialise the whole asset graph on the embedded demo data")
+    demo = sub.add_parser("demo", help="materialise the whole asset graph on the embedded demo data")
+    demo.add_argument("--config", default="deploy/demo_run_config.yaml",
+                      help="run config YAML (default: the demo sizing); '' for the asset defaults")
     args = parser.parse_args(argv)
     return {"demo": cmd_demo}[args.command](args)
 

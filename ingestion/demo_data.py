@@ -447,7 +447,7 @@ class _Item:
 
 
 def write_demo_dataset(out_dir: Path, seed: int = 7, n_users: int = 600, min_length: int = 6,
-                       max_length: int = 30) -> DemoManifest:
+                       max_length: int = 30, n_motivations: int | None = None) -> DemoManifest:
     """Write ``Demo.json.gz``, ``meta_Demo.json.gz`` and ``motivations.json`` into ``out_dir``.
 
     The same arguments always give byte-identical files; each file is replaced atomically, so readers in
@@ -455,11 +455,14 @@ def write_demo_dataset(out_dir: Path, seed: int = 7, n_users: int = 600, min_len
     """
     if n_users < 1:
         raise ValueError(f"n_users must be >= 1, got {n_users}")
+    if n_motivations is not None and not 2 <= n_motivations <= len(_CATALOGUE):
+        raise ValueError(f"n_motivations must be in [2, {len(_CATALOGUE)}], got {n_motivations}")
+    catalogue = _CATALOGUE[: n_motivations or len(_CATALOGUE)]
     if not 2 <= min_length <= max_length:
         raise ValueError(f"need 2 <= min_length <= max_length, got {min_length}, {max_length}")
     rng = np.random.default_rng(seed)
-    items = _make_items(rng)
-    users, reviews = _make_users(rng, items, n_users, min_length, max_length)
+    items = _make_items(rng, catalogue)
+    users, reviews = _make_users(rng, items, n_users, min_length, max_length, len(catalogue))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -470,12 +473,13 @@ def write_demo_dataset(out_dir: Path, seed: int = 7, n_users: int = 600, min_len
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
         "n_users": n_users,
+        "n_motivations": len(catalogue),
         "min_length": min_length,
         "max_length": max_length,
         "motivations": [
             {"id": _motivation_id(m), "name": motivation.name,
              "items": [it.asin for it in items if m in it.motivations]}
-            for m, motivation in enumerate(_CATALOGUE)
+            for m, motivation in enumerate(catalogue)
         ],
         "generic_items": [it.asin for it in items if not it.motivations],
         "item_stage": {it.asin: it.stage for it in items if it.motivations},
@@ -484,15 +488,16 @@ def write_demo_dataset(out_dir: Path, seed: int = 7, n_users: int = 600, min_len
     _write_atomic(out_dir / MOTIVATIONS_FILE, (json.dumps(truth, indent=1) + "\n").encode())
     return DemoManifest(out_dir=out_dir, reviews_path=out_dir / REVIEWS_FILE, meta_path=out_dir / META_FILE,
                         motivations_path=out_dir / MOTIVATIONS_FILE, seed=seed, n_users=n_users,
-                        n_items=len(items), n_interactions=len(reviews), n_motivations=len(_CATALOGUE))
+                        n_items=len(items), n_interactions=len(reviews), n_motivations=len(catalogue))
 
 
-def demo_files_exist(out_dir: Path, seed: int | None = None, n_users: int | None = None) -> bool:
-    """True when the demo files are in ``out_dir`` (and, when given, were made with ``seed``/``n_users``)."""
+def demo_files_exist(out_dir: Path, seed: int | None = None, n_users: int | None = None,
+                     n_motivations: int | None = None) -> bool:
+    """True when the demo files are in ``out_dir`` (and, when given, were made with these parameters)."""
     out_dir = Path(out_dir)
     if not all((out_dir / name).is_file() for name in (REVIEWS_FILE, META_FILE, MOTIVATIONS_FILE)):
         return False
-    if seed is None and n_users is None:
+    if seed is None and n_users is None and n_motivations is None:
         return True
     try:
         truth = read_motivations(out_dir)
@@ -500,7 +505,13 @@ def demo_files_exist(out_dir: Path, seed: int | None = None, n_users: int | None
         return False
     return (truth.get("generator_version") == GENERATOR_VERSION
             and (seed is None or truth.get("seed") == seed)
-            and (n_users is None or truth.get("n_users") == n_users))
+            and (n_users is None or truth.get("n_users") == n_users)
+            and (n_motivations is None or truth.get("n_motivations", len(_CATALOGUE)) == n_motivations))
+
+
+def demo_motivation_names() -> list[str]:
+    """Names of every hidden motivation the generator knows, in catalogue order."""
+    return [m.name for m in _CATALOGUE]
 
 
 def read_motivations(out_dir: Path) -> dict[str, Any]:
@@ -518,10 +529,10 @@ def _motivation_id(index: int) -> str:
     return f"M{index + 1:02d}"
 
 
-def _make_items(rng: np.random.Generator) -> list[_Item]:
+def _make_items(rng: np.random.Generator, catalogue: tuple[_Motivation, ...] = _CATALOGUE) -> list[_Item]:
     asins = _unique_ids(rng, "B0", 8, 4 * sum(len(m.products) for m in _CATALOGUE) + 100)
     items: list[_Item] = []
-    by_name = {m.name: i for i, m in enumerate(_CATALOGUE)}
+    by_name = {m.name: i for i, m in enumerate(catalogue)}
 
     def add(title: str, description: list[str], category: list[str], brand: str, motivations: list[int],
             stage: float) -> None:
@@ -529,7 +540,7 @@ def _make_items(rng: np.random.Generator) -> list[_Item]:
                            brand=brand, price=f"${rng.uniform(6, 180):.2f}", motivations=motivations,
                            stage=stage, popularity=float(rng.lognormal(0.0, 0.6))))
 
-    for m, motivation in enumerate(_CATALOGUE):
+    for m, motivation in enumerate(catalogue):
         for stage, (product, leaf, sentence) in enumerate(motivation.products):
             n_variants = 1 + int(rng.random() < 0.65)
             brands = rng.permutation(len(motivation.brands))[:n_variants]
@@ -540,6 +551,9 @@ def _make_items(rng: np.random.Generator) -> list[_Item]:
                     [*motivation.category, leaf], brand, [m], float(stage))
     for product, category, sentence, served in _SHARED:
         brand = _GENERIC_BRANDS[int(rng.integers(len(_GENERIC_BRANDS)))]
+        served = tuple(name for name in served if name in by_name)
+        if not served:  # its motivations are not in this (smaller) catalogue
+            continue
         # shared tools are mid-journey purchases: bought once the hobby is under way
         add(f"{brand} {product}", _description(rng, sentence, brand), list(category), brand,
             [by_name[name] for name in served], 3.0)
@@ -561,8 +575,8 @@ def _description(rng: np.random.Generator, sentence: str, brand: str) -> list[st
 
 
 def _make_users(rng: np.random.Generator, items: list[_Item], n_users: int, min_length: int,
-                max_length: int) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    n_motivations = len(_CATALOGUE)
+                max_length: int, n_motivations: int = len(_CATALOGUE),
+                ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
     serving = [[i for i, it in enumerate(items) if m in it.motivations] for m in range(n_motivations)]
     stage = np.array([it.stage for it in items])
     generic = np.array([i for i, it in enumerate(items) if not it.motivations])

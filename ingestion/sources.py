@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ingestion.amazon import find_amazon_files, iter_amazon_interactions, iter_amazon_items
-from ingestion.demo_data import DEMO_DATASET, demo_files_exist, write_demo_dataset
+from ingestion.demo_data import DEMO_DATASET, demo_files_exist, demo_motivation_names, write_demo_dataset
 from ingestion.errors import IngestionError
 from ingestion.movielens import find_movielens_files, iter_movielens_interactions, iter_movielens_items
 from ingestion.recbole import find_recbole_files, iter_recbole_interactions, iter_recbole_items
@@ -51,6 +51,7 @@ class SourceSpec(BaseModel):
     encoding: str = "utf-8"
     seed: int = 7
     n_users: int = Field(600, ge=1)
+    n_motivations: int | None = Field(None, ge=2, description="demo: use the first N hidden motivations only")
     max_bad_lines: int = Field(0, ge=0)
 
     @model_validator(mode="after")
@@ -126,8 +127,9 @@ class SourceFiles:
 
 def _ensure_demo(source: SourceSpec) -> None:
     folder = Path(source.path)
-    if not demo_files_exist(folder, seed=source.seed, n_users=source.n_users):
-        write_demo_dataset(folder, seed=source.seed, n_users=source.n_users)
+    n_motivations = source.n_motivations or len(demo_motivation_names())
+    if not demo_files_exist(folder, seed=source.seed, n_users=source.n_users, n_motivations=n_motivations):
+        write_demo_dataset(folder, seed=source.seed, n_users=source.n_users, n_motivations=n_motivations)
 
 
 def _bad_line_handler(source: SourceSpec) -> BadLineHandler | None:
