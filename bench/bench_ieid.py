@@ -90,7 +90,8 @@ def discretise(name: str, vectors: np.ndarray, ids: list[str], config: RQVAEConf
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/amazon-scientific"))
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get(
+        "DIGR_SCIENTIFIC_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-scientific")))
     parser.add_argument("--limit", type=int, default=None, help="use only the first N items")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (shared machine: 1)")
     parser.add_argument("--epochs", type=int, default=None, help="RQ-VAE epochs (default: the config's)")

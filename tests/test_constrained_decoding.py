@@ -7,13 +7,13 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 
+from tests.helpers import random_codes_with_suffix  # noqa: E402
 from training.constrained_decoding import (
     constrained_beam_search,
     constrained_sample,
@@ -33,16 +33,7 @@ def single_thread():
 
 
 def random_vocab(seed: int, levels: int, sizes: list[int], n_items: int) -> SidVocab:
-    """Random codes; items sharing all codes get suffixes 0, 1, ... (as semantic_ids assigns them)."""
-    rng = np.random.default_rng(seed)
-    codes = rng.integers(0, sizes[:levels], size=(n_items, levels))
-    suffix = np.full(n_items, -1)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, row in enumerate(map(tuple, codes.tolist())):
-        groups.setdefault(row, []).append(i)
-    for members in groups.values():
-        if len(members) > 1:
-            suffix[members] = np.arange(len(members))
+    codes, suffix = random_codes_with_suffix(seed, levels, sizes[:levels], n_items)
     return SidVocab([f"it{i}" for i in range(n_items)], codes, suffix)
 
 

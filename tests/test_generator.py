@@ -6,11 +6,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from evaluation.metrics import hit_rate_at_k
+from tests.helpers import toy_sid_frame, toy_splits  # noqa: E402
 from training.generator import (
     GeneratorConfig,
     GeneratorModule,
@@ -27,25 +27,8 @@ torch.set_num_threads(1)
 
 
 def toy_vocab() -> SidVocab:
-    """8 items, 3 levels; items 6 and 7 collide on their codes and get suffix tokens."""
-    codes = [(i // 4, (i // 2) % 2, i % 2) for i in range(8)]
-    codes[7] = codes[6]
-    return SidVocab.from_frame(pd.DataFrame({
-        "item_id": [f"i{i}" for i in range(8)],
-        "c0": [c[0] for c in codes], "c1": [c[1] for c in codes], "c2": [c[2] for c in codes],
-        "suffix": pd.array([None] * 6 + [0, 1], dtype="Int64"),
-    }))
-
-
-def toy_splits(n_users: int = 4, length: int = 8) -> pd.DataFrame:
-    """User k sees items k, k+1, ... (mod 8): the next item is always the last one + 1."""
-    rows = []
-    for k in range(n_users):
-        for pos in range(length):
-            split = "test" if pos == length - 1 else "valid" if pos == length - 2 else "train"
-            rows.append({"user_id": f"u{k}", "item_id": f"i{(k + pos) % 8}", "timestamp": pos,
-                         "rating": 1.0, "position": pos, "split": split})
-    return pd.DataFrame(rows)
+    """8 items, 3 levels; items 6 and 7 collide and get suffix tokens."""
+    return SidVocab.from_frame(toy_sid_frame())
 
 
 def tiny_config(**kw) -> GeneratorConfig:

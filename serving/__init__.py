@@ -1,0 +1,1 @@
+"""Serving: the recommender as an MLflow pyfunc, and registry promotion (champion/challenger)."""

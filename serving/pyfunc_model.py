@@ -1,0 +1,324 @@
+"""The recommender as an MLflow pyfunc: history item ids (+ optional interests) in, top-K items, scores and
+explanations out; logged with its checkpoint (SID vocabulary and config inside) and registered with lineage.
+
+Input columns: ``history`` (list of item ids, most recent last), optional ``interests`` (list of strings),
+optional ``user_id`` (selects the user's interest tokens stored with the model). Output columns:
+``item_ids`` (top-K, best first), ``scores`` (beam log-probabilities), ``explanations`` and
+``unknown_items`` (history ids the model does not know; they are dropped before ranking).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
+
+from serving.registry import LINEAGE_TAG_PREFIX, metric_tag_key
+
+CHECKPOINT_ARTIFACT = "checkpoint"
+METADATA_ARTIFACT = "metadata"
+INPUT_COLUMNS = ("history", "interests", "user_id")
+OUTPUT_COLUMNS = ("item_ids", "scores", "explanations", "unknown_items")
+_BATCH = 64  # the batch size of training.generator.recommend, so padding (and results) match it
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset("and the for with from into that this your you are use used using of to in on a an or".split())
+
+
+class RecommendationInputError(ValueError):
+    """A request the recommender cannot answer (missing column, malformed or all-unknown history)."""
+
+
+@dataclass
+class ServingMetadata:
+    """What the pyfunc needs beside the checkpoint: texts to explain with, per-user tokens, decoding."""
+
+    item_titles: dict[str, str]
+    k: int = 10
+    beam_width: int = 20
+    max_explanations: int = 5
+    max_history: int = 20  # the training cap: longer histories keep their most recent items
+    item_interests: dict[str, list[str]] = field(default_factory=dict)
+    user_prefix: dict[str, list[int]] = field(default_factory=dict)
+    user_interests: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.beam_width < self.k or self.max_explanations < 0 or self.max_history < 1:
+            raise ValueError(
+                f"need 1 <= k <= beam_width, max_explanations >= 0 and max_history >= 1, got k={self.k}, "
+                f"beam_width={self.beam_width}, max_explanations={self.max_explanations}, "
+                f"max_history={self.max_history}"
+            )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ServingMetadata:
+        """Build from the JSON artifact."""
+        if "item_titles" not in d:
+            raise ValueError("serving metadata lacks 'item_titles'")
+        return cls(**{k: d[k] for k in asdict(cls(item_titles={})) if k in d})
+
+
+def model_signature() -> ModelSignature:
+    """Input/output schema of the pyfunc (list columns; ``interests`` and ``user_id`` optional)."""
+    strings = Array(DataType.string)
+    inputs = Schema([
+        ColSpec(strings, "history"),
+        ColSpec(strings, "interests", required=False),
+        ColSpec(DataType.string, "user_id", required=False),
+    ])
+    outputs = Schema([
+        ColSpec(strings, "item_ids"),
+        ColSpec(Array(DataType.double), "scores"),
+        ColSpec(strings, "explanations"),
+        ColSpec(strings, "unknown_items"),
+    ])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOP}
+
+
+def explain(interests: Sequence[str], recommended_texts: Sequence[str], limit: int) -> list[str]:
+    """The user's interests ordered by how many recommended items' texts share a content word with them.
+
+    Interests sharing no word with any recommendation are kept after the matching ones (they are still the
+    user's stated interests); the order is stable, so equal inputs give equal explanations.
+    """
+    vocab = [_words(t) for t in recommended_texts]
+    support = [sum(bool(_words(i) & v) for v in vocab) for i in interests]
+    order = sorted(range(len(interests)), key=lambda j: -support[j])
+    return [interests[j] for j in order][:limit]
+
+
+def _as_list(value: Any, column: str, row: int) -> list[str] | None:
+    """A list-valued cell as a list of strings; None for a missing optional value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
+        raise RecommendationInputError(
+            f"row {row}: {column!r} must be a list of strings, got {type(value).__name__} {value!r}"
+        )
+    return [str(v) for v in value]
+
+
+def _as_frame(model_input: Any) -> pd.DataFrame:
+    if isinstance(model_input, pd.DataFrame):
+        return model_input
+    if isinstance(model_input, Mapping):
+        return pd.DataFrame([model_input])
+    if isinstance(model_input, list) and all(isinstance(r, Mapping) for r in model_input):
+        return pd.DataFrame(model_input)
+    raise RecommendationInputError(
+        f"model input must be a DataFrame or records with a 'history' column, got {type(model_input).__name__}"
+    )
+
+
+class DeepInterestGRModel(mlflow.pyfunc.PythonModel):
+    """Constrained beam search over the catalogue's semantic IDs, served through MLflow pyfunc."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        """Load the generator (CPU, eval mode) and the serving metadata from the model's artifacts."""
+        from training.generator import load_generator
+        from training.sequence_data import SampleEncoder
+
+        self.module = load_generator(context.artifacts[CHECKPOINT_ARTIFACT])
+        if self.module.config.arch != "t5":
+            raise ValueError(f"the pyfunc serves arch='t5' generators (beam scores), got {self.module.config.arch!r}")
+        meta = json.loads(Path(context.artifacts[METADATA_ARTIFACT]).read_text())
+        self.meta = ServingMetadata.from_dict(meta)
+        self.encoder = SampleEncoder(self.module.vocab, self.meta.user_prefix)
+        self.known_items = frozenset(self.module.vocab.item_ids)
+
+    def predict(
+        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
+        """Top-K recommendations per row; see the module docstring for the columns."""
+        frame = _as_frame(model_input)
+        if "history" not in frame.columns:
+            raise RecommendationInputError(f"model input needs a 'history' column, got columns {list(frame.columns)}")
+        rows = []
+        for i, rec in enumerate(frame.to_dict("records")):
+            history = _as_list(rec.get("history"), "history", i)
+            if not history:
+                raise RecommendationInputError(f"row {i}: 'history' is empty; give at least one known item id")
+            known = [h for h in history if h in self.known_items]
+            unknown = [h for h in history if h not in self.known_items]
+            if not known:
+                raise RecommendationInputError(
+                    f"row {i}: no item of the history is in the model's catalogue; unknown items: {unknown}"
+                )
+            user = rec.get("user_id")
+            user = None if user is None or (isinstance(user, float) and math.isnan(user)) else str(user)
+            interests = _as_list(rec.get("interests"), "interests", i)
+            if interests is None and user is not None:
+                interests = self.meta.user_interests.get(user)
+            rows.append((user, known[-self.meta.max_history :], unknown, interests))
+
+        ranked, scores = self._rank([self.encoder.encode_input(u or "", known) for u, known, _, _ in rows])
+        out = []
+        for (_, known, unknown, interests), items, row_scores in zip(rows, ranked, scores, strict=True):
+            out.append({
+                "item_ids": items,
+                "scores": row_scores,
+                "explanations": self._explanations(items, known, interests),
+                "unknown_items": unknown,
+            })
+        return pd.DataFrame(out, columns=list(OUTPUT_COLUMNS))
+
+    def _rank(self, inputs: list[list[int]]) -> tuple[list[list[str]], list[list[float]]]:
+        from training.constrained_decoding import constrained_beam_search
+
+        vocab, k = self.module.vocab, self.meta.k
+        beam_width = max(self.meta.beam_width, k)
+        items, scores = [], []
+        for start in range(0, len(inputs), _BATCH):
+            chunk = inputs[start : start + _BATCH]
+            width = max(len(x) for x in chunk)
+            input_ids = torch.full((len(chunk), width), vocab.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(input_ids)
+            for j, x in enumerate(chunk):
+                input_ids[j, : len(x)], mask[j, : len(x)] = torch.tensor(x), 1
+            with torch.no_grad():
+                res = constrained_beam_search(
+                    self.module.model, input_ids, mask, self.module.trie, vocab, beam_width=beam_width, top_k=k
+                )
+            for idx_row, score_row in zip(res.item_index.tolist(), res.scores.tolist(), strict=True):
+                found = [(vocab.item_ids[i], float(s)) for i, s in zip(idx_row, score_row, strict=True) if i >= 0]
+                items.append([item for item, _ in found])
+                scores.append([s for _, s in found])
+        return items, scores
+
+    def _explanations(self, items: list[str], history: list[str], interests: list[str] | None) -> list[str]:
+        limit = self.meta.max_explanations
+        if interests:
+            texts = [" ".join([self.meta.item_titles.get(i, ""), *self.meta.item_interests.get(i, [])]) for i in items]
+            return explain(interests, texts, limit)
+        titles = [self.meta.item_titles.get(h, h) for h in reversed(history)]  # most recent first
+        return list(dict.fromkeys(titles))[:limit]
+
+
+# --------------------------------------------------------------------------- logging and registration
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _slim_checkpoint(checkpoint: Path, out: Path) -> dict[str, Any]:
+    """Write only what ``load_generator`` reads (weights + hyperparameters), without optimizer state."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    hp = ckpt.get("hyper_parameters", {})
+    if "vocab" not in hp or "config" not in hp or "state_dict" not in ckpt:
+        raise ValueError(f"{checkpoint} is not a generator checkpoint (no vocab/config hyperparameters)")
+    state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    torch.save({"hyper_parameters": hp, "state_dict": state}, out)
+    return hp
+
+
+def _requirements() -> list[str]:
+    reqs = []
+    for pkg in ("mlflow", "torch", "transformers", "lightning", "numpy", "pandas"):
+        try:
+            reqs.append(f"{pkg}=={version(pkg).split('+')[0]}")
+        except PackageNotFoundError:
+            reqs.append(pkg)
+    return reqs
+
+
+def log_recommender(
+    checkpoint: str | Path,
+    item_titles: Mapping[str, str],
+    *,
+    name: str,
+    k: int = 10,
+    beam_width: int = 20,
+    lineage_tags: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    item_interests: Mapping[str, Sequence[str]] | None = None,
+    user_prefix: Mapping[str, Sequence[int]] | None = None,
+    user_interests: Mapping[str, Sequence[str]] | None = None,
+    max_explanations: int = 5,
+    max_history: int = 20,
+) -> ModelVersion:
+    """Log the recommender as a pyfunc (in the active MLflow run, or a new one) and register a new version.
+
+    The version carries ``lineage.<key>`` tags (e.g. dagster_run_id, semantic-ID hash, SFT/GRPO run ids),
+    ``metric.<name>`` tags (``@`` written ``_at_``) read by :func:`serving.registry.promote`, and the
+    SHA-256 of the SID vocabulary and of the weights.
+    """
+    from training.sequence_data import SampleEncoder
+    from training.sid_vocab import SidVocab
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    metrics = {str(m): float(v) for m, v in (metrics or {}).items()}
+    bad = [m for m, v in metrics.items() if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"metrics must be finite numbers; not finite: {bad}")
+    meta = ServingMetadata(
+        item_titles={str(i): str(t) for i, t in item_titles.items()}, k=int(k), beam_width=int(beam_width),
+        max_explanations=int(max_explanations), max_history=int(max_history),
+        item_interests={str(i): [str(x) for x in v] for i, v in (item_interests or {}).items()},
+        user_prefix={str(u): [int(t) for t in v] for u, v in (user_prefix or {}).items()},
+        user_interests={str(u): [str(x) for x in v] for u, v in (user_interests or {}).items()},
+    )
+    with tempfile.TemporaryDirectory(prefix="digr-pyfunc-") as tmp:
+        slim = Path(tmp) / "generator.ckpt"
+        hp = _slim_checkpoint(checkpoint, slim)
+        arch = hp["config"].get("arch", "t5")
+        if arch != "t5":
+            raise ValueError(f"the pyfunc serves arch='t5' generators (beam scores), got {arch!r}")
+        vocab = SidVocab.from_dict(hp["vocab"])
+        SampleEncoder(vocab, meta.user_prefix)  # rejects prefix tokens outside the vocabulary
+        example_item = next((i for i in vocab.item_ids if i in meta.item_titles), vocab.item_ids[0])
+        meta_path = Path(tmp) / "serving_metadata.json"
+        meta_path.write_text(json.dumps(asdict(meta), sort_keys=True))
+        vocab_hash = hashlib.sha256(json.dumps(hp["vocab"], sort_keys=True).encode()).hexdigest()
+        tags = {
+            **{LINEAGE_TAG_PREFIX + str(key): str(v) for key, v in (lineage_tags or {}).items()},
+            **{metric_tag_key(m): repr(v) for m, v in metrics.items()},
+            "digr.sid_vocab_sha256": vocab_hash,
+            "digr.weights_sha256": _sha256_file(slim),
+            "digr.k": str(meta.k),
+            "digr.beam_width": str(meta.beam_width),
+            "digr.max_history": str(meta.max_history),
+        }
+        # log into the caller's run (e.g. the Dagster step's) when there is one; a failure marks our own run FAILED
+        own_run = nullcontext() if mlflow.active_run() else mlflow.start_run(run_name=f"register-{name}")
+        with own_run:
+            info = mlflow.pyfunc.log_model(
+                name="recommender",
+                python_model=DeepInterestGRModel(),
+                artifacts={CHECKPOINT_ARTIFACT: str(slim), METADATA_ARTIFACT: str(meta_path)},
+                signature=model_signature(),
+                input_example=pd.DataFrame({"history": [[example_item]]}),
+                pip_requirements=_requirements(),
+                registered_model_name=name,
+            )
+    client = mlflow.MlflowClient()
+    version_number = str(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version_number, key, value)
+    return client.get_model_version(name, version_number)
