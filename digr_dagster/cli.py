@@ -17,12 +17,48 @@ def _instance():
     return DagsterInstance.get()
 
 
+PID_TAG = "digr/pid"
+
+
+def release_orphaned_runs(instance) -> list[str]:
+    """Mark runs started by a ``digr`` process that no longer exists as failed and free their pool slots.
+
+    A run killed hard (SIGKILL, power loss) never reports its end, so it would hold its ``warehouse``
+    concurrency slot forever and block every later run.
+    """
+    from dagster import DagsterRunStatus, RunsFilter
+
+    released = []
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
+        pid = run.tags.get(PID_TAG)
+        if pid is None or _alive(int(pid)):
+            continue
+        instance.report_run_failed(run, f"the digr process {pid} that ran it is gone (killed); released")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        released.append(run.run_id)
+    return released
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_job(job_name: str, run_config: dict | None = None) -> bool:
     """Execute a job of the code location in-process against the persistent Dagster instance."""
     from digr_dagster.definitions import defs
 
+    instance = _instance()
+    for run_id in release_orphaned_runs(instance):
+        print(f"released orphaned run {run_id} (its process was killed)", file=sys.stderr)
     job = defs.resolve_job_def(job_name)
-    result = job.execute_in_process(instance=_instance(), run_config=run_config or {}, raise_on_error=False)
+    result = job.execute_in_process(instance=instance, run_config=run_config or {}, raise_on_error=False,
+                                    tags={PID_TAG: str(os.getpid())})
     return result.success
 
 
