@@ -104,14 +104,83 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """The current champion: version, metrics, lineage."""
+    import json
+
+    import mlflow
+
+    from digr_dagster import settings
+    from serving.registry import champion_info
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri())
+    info = champion_info(mlflow.MlflowClient(), args.model)
+    if info is None:
+        print(f"no champion for model {args.model!r} in {settings.mlflow_tracking_uri()}; run `make demo` first",
+              file=sys.stderr)
+        return 1
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def user_history(user_id: str) -> list[str]:
+    """A user's whole known history from the warehouse, oldest first (for serving, not evaluation)."""
+    import duckdb
+
+    from digr_dagster import settings
+
+    con = duckdb.connect(settings.warehouse_path(), read_only=True)
+    try:
+        rows = con.execute("SELECT item_id FROM interaction_splits WHERE user_id = ? ORDER BY position",
+                           [user_id]).fetchall()
+    finally:
+        con.close()
+    if not rows:
+        raise SystemExit(f"unknown user {user_id!r}: not in interaction_splits")
+    return [r[0] for r in rows]
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """Top-K from the champion for a known user or an explicit history."""
+    import mlflow
+    import pandas as pd
+
+    from digr_dagster import settings
+
+    if bool(args.user) == bool(args.history):
+        raise SystemExit("give exactly one of --user or --history")
+    history = user_history(args.user) if args.user else [h for h in args.history.split(",") if h]
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri())
+    model = mlflow.pyfunc.load_model(f"models:/{args.model}@champion")
+    row = {"history": history}
+    if args.user:
+        row["user_id"] = args.user
+    if args.interests:
+        row["interests"] = [i.strip() for i in args.interests.split(";") if i.strip()]
+    out = model.predict(pd.DataFrame([row])).iloc[0]
+    print(f"history ({len(history)} items, most recent last): {', '.join(history[-5:])}")
+    for rank, (item, score) in enumerate(zip(out["item_ids"], out["scores"], strict=True), start=1):
+        print(f"{rank:>2}. {item}  (log-prob {score:.3f})")
+    if len(out["explanations"]):
+        print("because of: " + "; ".join(map(str, out["explanations"])))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="digr", description="DeepInterestGR command line")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="materialise the whole asset graph on the embedded demo data")
     demo.add_argument("--config", default="deploy/demo_run_config.yaml",
                       help="run config YAML (default: the demo sizing); '' for the asset defaults")
+    status = sub.add_parser("status", help="the current champion, its metrics and lineage")
+    status.add_argument("--model", default="deepinterestgr")
+    rec = sub.add_parser("recommend", help="top-K recommendations from the champion")
+    rec.add_argument("--user", help="a user id from the warehouse")
+    rec.add_argument("--history", help="comma-separated item ids, most recent last")
+    rec.add_argument("--interests", help="semicolon-separated interests to explain with")
+    rec.add_argument("--model", default="deepinterestgr")
     args = parser.parse_args(argv)
-    return {"demo": cmd_demo}[args.command](args)
+    return {"demo": cmd_demo, "status": cmd_status, "recommend": cmd_recommend}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets import discretisation, ingestion, mining, recommender
+from assets import discretisation, evaluation, ingestion, mining, promotion, recommender
 from digr_dagster.automation import ingestion_job, new_files_sensor, nightly_retrain_job, nightly_schedule
 from digr_dagster.resources.mlflow_tracking import MlflowTracking
 from digr_dagster.resources.models import LLMMiners, TextEncoderResource
@@ -19,6 +19,8 @@ defs = dg.Definitions(
         discretisation.semantic_ids,
         recommender.recommender_sft,
         recommender.recommender_grpo,
+        evaluation.evaluation_report,
+        promotion.champion_model,
     ],
     jobs=[nightly_retrain_job, ingestion_job],
     schedules=[nightly_schedule],

@@ -20,6 +20,8 @@ SMALL = {
     "recommender_sft": {"config": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "max_epochs": 3,
                                    "patience": 3, "beam_width": 10, "batch_size": 64}},
     "recommender_grpo": {"config": {"group_size": 4, "max_epochs": 1}},
+    "evaluation_report": {"config": {"sasrec_max_epochs": 3, "examples": 2}},
+    "champion_model": {"config": {"model_name": "digr-e2e"}},
 }
 
 
@@ -81,10 +83,22 @@ def test_whole_graph_materialises_and_is_consistent(digr_env, monkeypatch):
         runs = client.search_runs([client.get_experiment_by_name("deepinterestgr").experiment_id],
                                   f"tags.dagster_run_id = '{result.run_id}'")
         assert {r.info.run_name for r in runs} >= {"item_interests", "semantic_ids", "recommender_sft",
-                                                   "recommender_grpo"}
+                                                   "recommender_grpo", "evaluation_report", "champion_model"}
         assert all(r.info.status == "FINISHED" for r in runs)
         # the API key reached the server in the Authorization header and nowhere in what we stored
         assert any("sk-test-not-a-real-key" in r["headers"].get("Authorization", "") for r in server.requests)
+
+        report = result.asset_materializations_for_node("evaluation_report")[0].metadata
+        assert "SASRec" in report["table"].value and "most-popular" in report["table"].value
+        champion = result.asset_materializations_for_node("champion_model")[0].metadata
+        assert champion["alias"].value == "champion" and str(champion["version"].value) == "1"  # first model
+        served = mlflow.pyfunc.load_model("models:/digr-e2e@champion")
+        import pandas as pd
+
+        with duckdb.connect(str(digr_env / "warehouse.duckdb"), read_only=True) as con:
+            some_items = [r[0] for r in con.execute("SELECT item_id FROM semantic_ids LIMIT 3").fetchall()]
+        out = served.predict(pd.DataFrame([{"history": some_items}]))
+        assert len(out.iloc[0]["item_ids"]) == 10
 
         # reproducible: rematerialising the codebook gives byte-identical semantic IDs
         first_hash = result.asset_materializations_for_node("semantic_ids")[0].metadata["content_hash"].value

@@ -1,0 +1,87 @@
+"""Promotion: the trained recommender logged as an MLflow pyfunc, registered, and made ``champion`` only
+when it beats the current champion's validation NDCG@10 by the configured margin."""
+
+import dagster as dg
+from pydantic import Field
+
+from assets.common import md, upstream_lineage
+from assets.recommender import SftConfig, _sft_config_of, checkpoint_from_lineage, user_prefix_tokens
+from digr_dagster.resources.mlflow_tracking import MlflowTracking
+from digr_dagster.resources.models import TextEncoderResource
+from digr_dagster.resources.warehouse import Warehouse
+
+
+class ChampionConfig(dg.Config):
+    model_name: str = Field(default="deepinterestgr", description="Registered model name")
+    margin: float = Field(default=0.0, ge=0.0,
+                          description="New version must beat the champion's val NDCG@10 by more than this")
+    k: int = Field(default=10, ge=1, description="Recommendations per request")
+
+
+def _latest_metadata(context: dg.AssetExecutionContext, asset: str) -> dict:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure(f"{asset} has no materialisation; materialise it first")
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+@dg.asset(
+    deps=["recommender_grpo", "evaluation_report"],
+    group_name="promotion",
+    kinds={"mlflow"},
+    pool="warehouse",
+    description="The recommender as a registered MLflow pyfunc; alias `champion` only when it beats the "
+                "current champion on validation NDCG@10 by the margin, else `challenger`.",
+)
+def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, warehouse: Warehouse,
+                   text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+    import mlflow
+
+    from mining.judges import curated_descriptors
+    from serving.pyfunc_model import log_recommender
+    from serving.registry import promote
+    from training.sid_vocab import SidVocab
+
+    checkpoint = checkpoint_from_lineage(context, "recommender_grpo")
+    grpo = _latest_metadata(context, "recommender_grpo")
+    sft = _latest_metadata(context, "recommender_sft")
+    sft_config: SftConfig = _sft_config_of(context)
+    items = warehouse.read("items")
+    titles = dict(zip(items["item_id"].astype(str), items["title"].astype(str), strict=True))
+    rewards = warehouse.read("interest_rewards")
+    interests = warehouse.read("user_interests", order_by="user_id, rank")
+    user_interest_text = {str(u): g["interest"].astype(str).tolist() for u, g in interests.groupby("user_id")}
+    prefix = None
+    if sft_config.use_user_interests:
+        vocab = SidVocab.from_frame(warehouse.read("semantic_ids", order_by="item_id"))
+        prefix = user_prefix_tokens(warehouse, vocab, text_encoder.get(), n=sft_config.interest_tokens,
+                                    depth=sft_config.interest_depth)
+    metrics = {"val_ndcg@10": grpo["valid_ndcg@10"], "val_hr@10": grpo["valid_hr@10"],
+               "test_ndcg@10": grpo["test_ndcg@10"], "test_hr@10": grpo["test_hr@10"]}
+    lineage = upstream_lineage(context, "semantic_ids", "user_interests", "recommender_sft", "recommender_grpo")
+    tags = {"dagster_run_id": context.run.run_id, "kept": grpo["kept"],
+            "sft_mlflow_run_id": sft.get("mlflow_run_id"), "grpo_mlflow_run_id": grpo.get("mlflow_run_id"),
+            "semantic_ids_hash": (lineage["semantic_ids"] or {}).get("content_hash"),
+            "user_interests_hash": (lineage["user_interests"] or {}).get("content_hash"),
+            "checkpoint_sha256": grpo["checkpoint_sha256"]}
+    with mlflow_tracking.asset_run(context, params=config.model_dump()) as run:
+        version = log_recommender(
+            checkpoint, titles, name=config.model_name, k=config.k, beam_width=sft_config.beam_width,
+            lineage_tags=tags, metrics=metrics, item_interests=curated_descriptors(rewards),
+            user_prefix=prefix, user_interests=user_interest_text, max_history=sft_config.max_history)
+        decision = promote(mlflow.MlflowClient(), config.model_name, version.version, metric="val_ndcg@10",
+                           margin=config.margin)
+        mlflow.set_tags({"registered_version": version.version, "alias": decision.alias})
+        return dg.MaterializeResult(metadata=md({
+            **run.metadata(),
+            "model_name": config.model_name,
+            "version": version.version,
+            "alias": decision.alias,
+            "promoted": decision.promoted,
+            "previous_champion": decision.previous_champion or "",
+            "new_val_ndcg@10": decision.new_value,
+            "champion_val_ndcg@10": decision.champion_value if decision.champion_value is not None else -1.0,
+            "reason": decision.reason,
+            "serve": f"mlflow models serve -m models:/{config.model_name}@champion --env-manager local",
+            "lineage": lineage,
+        }))
