@@ -67,3 +67,11 @@ def active_items(warehouse) -> pd.DataFrame:
         return con.execute(
             "SELECT * FROM items WHERE item_id IN (SELECT DISTINCT item_id FROM interaction_splits) ORDER BY item_id"
         ).df()
+
+
+def with_captions(warehouse, items: pd.DataFrame) -> pd.DataFrame:
+    """``items`` with a ``caption`` column from ``item_captions`` (None where an item has no caption)."""
+    if not warehouse.exists("item_captions"):
+        return items.assign(caption=None)
+    captions = warehouse.read("item_captions")
+    return items.merge(captions[["item_id", "caption"]], on="item_id", how="left")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from assets.common import active_items, frame_hash, md, preview, upstream_lineage
+from assets.common import active_items, frame_hash, md, preview, upstream_lineage, with_captions
 from digr_dagster import settings
 from digr_dagster.resources.mlflow_tracking import MlflowTracking, lightning_logger
 from digr_dagster.resources.models import TextEncoderResource
@@ -54,7 +54,7 @@ def item_texts(items: pd.DataFrame, descriptors: dict[str, list[str]] | None, wi
 
 
 @dg.asset(
-    deps=["items", "interaction_splits", "interest_rewards"],
+    deps=["items", "interaction_splits", "interest_rewards", "item_captions"],
     group_name="ieid",
     kinds={"duckdb", "pytorch"},
     pool="warehouse",
@@ -64,7 +64,7 @@ def item_embeddings(context: dg.AssetExecutionContext, config: ItemEmbeddingConf
                     text_encoder: TextEncoderResource) -> dg.MaterializeResult:
     from mining.judges import curated_descriptors
 
-    items = active_items(warehouse)
+    items = with_captions(warehouse, active_items(warehouse))
     descriptors = None
     if config.with_interests:
         rewards = warehouse.read("interest_rewards")

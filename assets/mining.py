@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 from pydantic import Field
 
-from assets.common import active_items, frame_hash, md, preview, upstream_lineage
+from assets.common import active_items, frame_hash, md, preview, upstream_lineage, with_captions
 from digr_dagster.resources.mlflow_tracking import MlflowTracking
 from digr_dagster.resources.models import LLMMiners, TextEncoderResource
 from digr_dagster.resources.warehouse import Warehouse
@@ -25,6 +25,47 @@ class ItemInterestConfig(dg.Config):
     merge_similarity: float = Field(default=0.85, description="Cosine above which two miners' descriptors merge")
     min_coverage: float = Field(default=0.8, ge=0, le=1,
                                 description="Blocking: share of items with at least one descriptor")
+
+
+class CaptionConfig(dg.Config):
+    vision_miner: str | None = Field(default=None, description="Name of a miner with vision=True; None: no captions")
+    seed: int = 0
+
+
+@dg.asset(
+    deps=["items", "interaction_splits"],
+    group_name="mlim",
+    kinds={"duckdb"},
+    pool="warehouse",
+    retry_policy=LLM_RETRY,
+    description="One factual caption (appearance, material, usage setting) per active item with an image, from a "
+                "configured vision model; an empty table when none is configured.",
+)
+def item_captions(context: dg.AssetExecutionContext, config: CaptionConfig, warehouse: Warehouse,
+                  llm: LLMMiners) -> dg.MaterializeResult:
+    from mining.call_cache import DuckDBCallCache
+    from mining.captions import caption_items
+
+    items = active_items(warehouse)
+    with_image = int(items["image_url"].notna().sum())
+    empty = pd.DataFrame({"item_id": pd.Series(dtype="string"), "caption": pd.Series(dtype="string")})
+    if config.vision_miner is None:
+        warehouse.replace({"item_captions": empty})
+        return dg.MaterializeResult(metadata={"dagster/row_count": 0, "items_with_image": with_image,
+                                              "reason": "no vision miner configured (captions skipped)"})
+    pairs = {c.name: (c, b) for c, b in zip(llm.miner_configs(), llm.backends(), strict=True)}
+    if config.vision_miner not in pairs or not pairs[config.vision_miner][0].vision:
+        raise dg.Failure(f"vision_miner {config.vision_miner!r} is not a configured miner with vision=True; "
+                         f"miners: {sorted(pairs)}")
+    result = caption_items(items, pairs[config.vision_miner][1], DuckDBCallCache(warehouse.database),
+                           seed=config.seed)
+    captions = result.captions[["item_id", "caption"]] if len(result.captions) else empty
+    warehouse.replace({"item_captions": captions})
+    return dg.MaterializeResult(metadata=md({
+        "dagster/row_count": len(captions), "items_with_image": with_image, "failures": len(result.failures),
+        "examples": preview(captions, 8) if len(captions) else "none",
+        "lineage": upstream_lineage(context, "items", "interaction_splits"),
+    }))
 
 
 class InterestRewardConfig(dg.Config):
@@ -52,7 +93,7 @@ def _problems_check(asset: str, problems: list[str], extra: dict | None = None) 
 
 
 @dg.asset(
-    deps=["items", "interaction_splits"],
+    deps=["items", "interaction_splits", "item_captions"],
     group_name="mlim",
     kinds={"duckdb", "mlflow"},
     pool="warehouse",
@@ -69,7 +110,7 @@ def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig
     from mining.merge import merge_miners
     from mining.quality import check_item_interests
 
-    items = active_items(warehouse)
+    items = with_captions(warehouse, active_items(warehouse))
     configs = llm.miner_configs()
     backends = llm.backends()
     if config.n_descriptors is not None:

@@ -12,6 +12,7 @@ defs = dg.Definitions(
     assets=[
         ingestion.ingest_source,
         ingestion.interaction_splits,
+        mining.item_captions,
         mining.item_interests,
         mining.interest_rewards,
         mining.user_interests,

@@ -25,7 +25,7 @@ def test_every_asset_has_a_group_description_and_the_graph_is_wired():
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"items", "raw_interactions", "interaction_splits", "item_interests", "interest_rewards",
                     "user_interests", "item_embeddings", "semantic_ids", "recommender_sft", "recommender_grpo",
-                    "evaluation_report", "champion_model"}
+                    "evaluation_report", "champion_model", "item_captions"}
     parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
                for k in graph.get_all_asset_keys()}
     assert parents["user_interests"] == {"interaction_splits", "interest_rewards"}
