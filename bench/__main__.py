@@ -3,6 +3,7 @@ baseline measured in the same run)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -23,7 +24,8 @@ def main() -> int:
     for title, argv in BENCHES:
         print(f"\n# {title}\n", flush=True)
         t0 = time.perf_counter()
-        code = subprocess.call([sys.executable, *argv], cwd=root)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        code = subprocess.call([sys.executable, *argv], cwd=root, env=env)
         print(f"\n({title}: {time.perf_counter() - t0:.0f} s, exit {code})", flush=True)
         if code:
             failed.append(title)
