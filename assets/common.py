@@ -75,3 +75,11 @@ def with_captions(warehouse, items: pd.DataFrame) -> pd.DataFrame:
         return items.assign(caption=None)
     captions = warehouse.read("item_captions")
     return items.merge(captions[["item_id", "caption"]], on="item_id", how="left")
+
+
+def latest_metadata(context: dg.AssetExecutionContext, asset: str) -> dict:
+    """Plain values of the metadata of ``asset``'s latest materialisation (the lineage this run builds on)."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure(f"{asset} has no materialisation; materialise it first")
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}

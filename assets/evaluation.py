@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from assets.common import md, upstream_lineage
+from assets.common import latest_metadata, md, upstream_lineage
 from assets.recommender import _sft_config_of, checkpoint_from_lineage, user_prefix_tokens
 from digr_dagster import settings
 from digr_dagster.resources.mlflow_tracking import MlflowTracking, lightning_logger
@@ -31,13 +31,6 @@ def _png_md(path: Path, title: str) -> str:
     return f"**{title}**\n\n![{title}](data:image/png;base64,{data})\n"
 
 
-def _metadata_of(context: dg.AssetExecutionContext, asset: str) -> dict:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
-    if event is None or event.asset_materialization is None:
-        raise dg.Failure(f"{asset} has no materialisation; materialise it first")
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
 @dg.asset(
     deps=["recommender_sft", "recommender_grpo", "interaction_splits", "semantic_ids", "user_interests", "items"],
     group_name="evaluation",
@@ -60,9 +53,9 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     splits = warehouse.read("interaction_splits", order_by="user_id, position")
     items = warehouse.read("items")
     interests = warehouse.read("user_interests", order_by="user_id, rank")
-    sft = _metadata_of(context, "recommender_sft")
-    grpo = _metadata_of(context, "recommender_grpo")
-    sids = _metadata_of(context, "semantic_ids")
+    sft = latest_metadata(context, "recommender_sft")
+    grpo = latest_metadata(context, "recommender_grpo")
+    sids = latest_metadata(context, "semantic_ids")
     sft_config = _sft_config_of(context)
     item_ids = sorted(splits["item_id"].astype(str).unique())
     out_dir = settings.digr_home() / "reports" / context.run.run_id

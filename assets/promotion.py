@@ -4,7 +4,7 @@ when it beats the current champion's validation NDCG@10 by the configured margin
 import dagster as dg
 from pydantic import Field
 
-from assets.common import md, upstream_lineage
+from assets.common import latest_metadata, md, upstream_lineage
 from assets.recommender import SftConfig, _sft_config_of, checkpoint_from_lineage, user_prefix_tokens
 from digr_dagster.resources.mlflow_tracking import MlflowTracking
 from digr_dagster.resources.models import TextEncoderResource
@@ -16,13 +16,6 @@ class ChampionConfig(dg.Config):
     margin: float = Field(default=0.0, ge=0.0,
                           description="New version must beat the champion's val NDCG@10 by more than this")
     k: int = Field(default=10, ge=1, description="Recommendations per request")
-
-
-def _latest_metadata(context: dg.AssetExecutionContext, asset: str) -> dict:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
-    if event is None or event.asset_materialization is None:
-        raise dg.Failure(f"{asset} has no materialisation; materialise it first")
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
 @dg.asset(
@@ -43,8 +36,8 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, wa
     from training.sid_vocab import SidVocab
 
     checkpoint = checkpoint_from_lineage(context, "recommender_grpo")
-    grpo = _latest_metadata(context, "recommender_grpo")
-    sft = _latest_metadata(context, "recommender_sft")
+    grpo = latest_metadata(context, "recommender_grpo")
+    sft = latest_metadata(context, "recommender_sft")
     sft_config: SftConfig = _sft_config_of(context)
     items = warehouse.read("items")
     titles = dict(zip(items["item_id"].astype(str), items["title"].astype(str), strict=True))
