@@ -140,6 +140,23 @@ def user_history(user_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+def item_titles(item_ids: list[str]) -> dict[str, str]:
+    """Titles from the warehouse for display; empty when the warehouse is not there."""
+    import duckdb
+
+    from digr_dagster import settings
+
+    if not os.path.exists(settings.warehouse_path()):
+        return {}
+    con = duckdb.connect(settings.warehouse_path(), read_only=True)
+    try:
+        rows = con.execute("SELECT item_id, title FROM items WHERE item_id IN (SELECT unnest(?))",
+                           [list(item_ids)]).fetchall()
+    finally:
+        con.close()
+    return dict(rows)
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
     """Top-K from the champion for a known user or an explicit history."""
     import mlflow
@@ -158,9 +175,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.interests:
         row["interests"] = [i.strip() for i in args.interests.split(";") if i.strip()]
     out = model.predict(pd.DataFrame([row])).iloc[0]
-    print(f"history ({len(history)} items, most recent last): {', '.join(history[-5:])}")
+    titles = item_titles([*history[-5:], *out["item_ids"]])
+    print(f"history ({len(history)} items), most recent last:")
+    for item in history[-5:]:
+        print(f"    {item}  {titles.get(item, '')}")
+    print("recommended:")
     for rank, (item, score) in enumerate(zip(out["item_ids"], out["scores"], strict=True), start=1):
-        print(f"{rank:>2}. {item}  (log-prob {score:.3f})")
+        print(f"{rank:>3}. {item}  {titles.get(item, '')}  (log-prob {score:.3f})")
     if len(out["explanations"]):
         print("because of: " + "; ".join(map(str, out["explanations"])))
     return 0

@@ -37,7 +37,7 @@ def _resources(server_url: str):
 
 
 @pytest.mark.slow
-def test_whole_graph_materialises_and_is_consistent(digr_env, monkeypatch):
+def test_whole_graph_materialises_and_is_consistent(digr_env, monkeypatch, capsys):
     monkeypatch.setenv("DIGR_TEST_LLM_KEY", "sk-test-not-a-real-key")
     with FakeOpenAIServer() as server, dg.DagsterInstance.get() as instance:
         result = dg.materialize(_assets(), instance=instance, resources=_resources(server.base_url),
@@ -99,6 +99,16 @@ def test_whole_graph_materialises_and_is_consistent(digr_env, monkeypatch):
             some_items = [r[0] for r in con.execute("SELECT item_id FROM semantic_ids LIMIT 3").fetchall()]
         out = served.predict(pd.DataFrame([{"history": some_items}]))
         assert len(out.iloc[0]["item_ids"]) == 10
+
+        # the command line answers from the same champion
+        from digr_dagster.cli import main
+
+        capsys.readouterr()
+        assert main(["recommend", "--history", ",".join(some_items), "--model", "digr-e2e"]) == 0
+        printed = capsys.readouterr().out
+        assert all(item in printed for item in out.iloc[0]["item_ids"])
+        assert main(["status", "--model", "digr-e2e"]) == 0
+        assert '"champion"' in capsys.readouterr().out
 
         # reproducible: rematerialising the codebook gives byte-identical semantic IDs
         first_hash = result.asset_materializations_for_node("semantic_ids")[0].metadata["content_hash"].value
