@@ -168,14 +168,19 @@ def _amazon_version(source: SourceSpec) -> Literal["2018", "2023"]:
     return "2023" if source.kind == "amazon2023" else "2018"
 
 
+def _amazon_files(source: SourceSpec):
+    """Review + metadata files of an Amazon-format source (the demo is generated first when needed)."""
+    if source.kind == "demo":
+        _ensure_demo(source)
+    dataset = DEMO_DATASET if source.kind == "demo" else source.dataset
+    return find_amazon_files(Path(source.path), dataset, _amazon_version(source))
+
+
 def iter_interaction_chunks(source: SourceSpec, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
     """Stream the source's interactions as canonical frames of at most ``chunk_rows`` rows."""
     folder = Path(source.path)
     if source.kind in ("demo", "amazon2018", "amazon2023"):
-        if source.kind == "demo":
-            _ensure_demo(source)
-        dataset = DEMO_DATASET if source.kind == "demo" else source.dataset
-        files = find_amazon_files(folder, dataset, _amazon_version(source))
+        files = _amazon_files(source)
         yield from iter_amazon_interactions(files.reviews, _amazon_version(source), chunk_rows,
                                             on_bad_line=_bad_line_handler(source))
     elif source.kind == "recbole":
@@ -194,10 +199,7 @@ def iter_item_chunks(source: SourceSpec, chunk_rows: int = 50_000) -> Iterator[p
     """Stream the source's item metadata as canonical frames of at most ``chunk_rows`` rows."""
     folder = Path(source.path)
     if source.kind in ("demo", "amazon2018", "amazon2023"):
-        if source.kind == "demo":
-            _ensure_demo(source)
-        dataset = DEMO_DATASET if source.kind == "demo" else source.dataset
-        files = find_amazon_files(folder, dataset, _amazon_version(source))
+        files = _amazon_files(source)
         yield from iter_amazon_items(files.meta, _amazon_version(source), chunk_rows,
                                      on_bad_line=_bad_line_handler(source))
     elif source.kind == "recbole":

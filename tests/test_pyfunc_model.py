@@ -23,6 +23,8 @@ from serving.pyfunc_model import (
     log_recommender,
 )
 from serving.registry import CHAMPION, promote
+from tests.helpers import toy_sid_frame
+from tests.helpers import toy_splits as shared_toy_splits
 from training.generator import GeneratorConfig, load_generator, recommend, train_generator
 from training.sequence_data import SequenceDataModule, SequenceSample
 from training.sid_vocab import SidVocab
@@ -40,24 +42,12 @@ K, BEAM = 4, 6
 
 def toy_vocab() -> SidVocab:
     """8 items on 3 levels; i6 and i7 share codes, so they carry suffix tokens."""
-    codes = [(i // 4, (i // 2) % 2, i % 2) for i in range(N_ITEMS)]
-    codes[7] = codes[6]
-    return SidVocab.from_frame(pd.DataFrame({
-        "item_id": [f"i{i}" for i in range(N_ITEMS)],
-        "c0": [c[0] for c in codes], "c1": [c[1] for c in codes], "c2": [c[2] for c in codes],
-        "suffix": pd.array([None] * 6 + [0, 1], dtype="Int64"),
-    }))
+    return SidVocab.from_frame(toy_sid_frame())
 
 
 def toy_splits(n_users: int = 4, length: int = 7) -> pd.DataFrame:
     """User k sees items k, k+1, ... (mod 8), split leave-one-out."""
-    rows = []
-    for k in range(n_users):
-        for pos in range(length):
-            split = "test" if pos == length - 1 else "valid" if pos == length - 2 else "train"
-            rows.append({"user_id": f"u{k}", "item_id": f"i{(k + pos) % N_ITEMS}", "timestamp": pos,
-                         "rating": 1.0, "position": pos, "split": split})
-    return pd.DataFrame(rows)
+    return shared_toy_splits(n_users, length)
 
 
 def train_tiny_recommender(out_dir: Path) -> tuple[Path, dict[str, list[int]]]:
