@@ -7,10 +7,9 @@ import dagster as dg
 from pydantic import Field
 
 from assets.common import latest_metadata, md, upstream_lineage
-from assets.recommender import _sft_config_of, checkpoint_from_lineage, user_prefix_tokens
+from assets.recommender import _sft_config_of, checkpoint_from_lineage, stored_user_prefix
 from digr_dagster import settings
 from digr_dagster.resources.mlflow_tracking import MlflowTracking, lightning_logger
-from digr_dagster.resources.models import TextEncoderResource
 from digr_dagster.resources.warehouse import Warehouse
 
 PROTOCOL = ("leave-one-out per user; full ranking over every item of the filtered catalogue; seen items are not "
@@ -40,7 +39,7 @@ def _png_md(path: Path, title: str) -> str:
                 "with plots and example users.",
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig, warehouse: Warehouse,
-                      text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+                      mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
     import mlflow
 
     from evaluation.baselines import evaluate_popularity
@@ -89,10 +88,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
 
         model = load_generator(checkpoint_from_lineage(context, "recommender_grpo"))
         test_samples = build_samples(splits, max_history=sft_config.max_history)["test"]
-        prefix = None
-        if sft_config.use_user_interests:
-            prefix = user_prefix_tokens(warehouse, model.vocab, text_encoder.get(), n=sft_config.interest_tokens,
-                                        depth=sft_config.interest_depth)
+        prefix = stored_user_prefix(warehouse, sft_config)
         chosen = sorted({s.user_id for s in test_samples})[: max(200, config.examples)]
         subset = [s for s in test_samples if s.user_id in set(chosen)]
         recs = recommend(model, subset, k=5, user_prefix=prefix)

@@ -5,9 +5,8 @@ import dagster as dg
 from pydantic import Field
 
 from assets.common import latest_metadata, md, upstream_lineage
-from assets.recommender import SftConfig, _sft_config_of, checkpoint_from_lineage, user_prefix_tokens
+from assets.recommender import SftConfig, _sft_config_of, checkpoint_from_lineage, stored_user_prefix
 from digr_dagster.resources.mlflow_tracking import MlflowTracking
-from digr_dagster.resources.models import TextEncoderResource
 from digr_dagster.resources.warehouse import Warehouse
 
 
@@ -27,13 +26,12 @@ class ChampionConfig(dg.Config):
                 "current champion on validation NDCG@10 by the margin, else `challenger`.",
 )
 def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, warehouse: Warehouse,
-                   text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+                   mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
     import mlflow
 
     from mining.judges import curated_descriptors
     from serving.pyfunc_model import log_recommender
     from serving.registry import promote
-    from training.sid_vocab import SidVocab
 
     checkpoint = checkpoint_from_lineage(context, "recommender_grpo")
     grpo = latest_metadata(context, "recommender_grpo")
@@ -44,11 +42,7 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, wa
     rewards = warehouse.read("interest_rewards")
     interests = warehouse.read("user_interests", order_by="user_id, rank")
     user_interest_text = {str(u): g["interest"].astype(str).tolist() for u, g in interests.groupby("user_id")}
-    prefix = None
-    if sft_config.use_user_interests:
-        vocab = SidVocab.from_frame(warehouse.read("semantic_ids", order_by="item_id"))
-        prefix = user_prefix_tokens(warehouse, vocab, text_encoder.get(), n=sft_config.interest_tokens,
-                                    depth=sft_config.interest_depth)
+    prefix = stored_user_prefix(warehouse, sft_config)
     metrics = {"val_ndcg@10": grpo["valid_ndcg@10"], "val_hr@10": grpo["valid_hr@10"],
                "test_ndcg@10": grpo["test_ndcg@10"], "test_hr@10": grpo["test_hr@10"]}
     lineage = upstream_lineage(context, "semantic_ids", "user_interests", "recommender_sft", "recommender_grpo")

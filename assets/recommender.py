@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import mlflow
 import numpy as np
+import pandas as pd
 from pydantic import Field
 
 from assets.common import md, upstream_lineage
@@ -80,16 +81,22 @@ def user_prefix_tokens(warehouse: Warehouse, vocab, encoder, *, n: int, depth: i
                                   n=n, depth=depth)
 
 
-def _data(warehouse: Warehouse, vocab, config: SftConfig, encoder):
+def stored_user_prefix(warehouse: Warehouse, config: SftConfig) -> dict[str, list[int]] | None:
+    """The interest tokens the current SFT model was trained with (table ``user_interest_tokens``), so every
+    later stage encodes users exactly as training did, without re-embedding the interests."""
+    if not config.use_user_interests:
+        return None
+    table = warehouse.read("user_interest_tokens")
+    return {str(u): [int(t) for t in tokens] for u, tokens in zip(table["user_id"], table["tokens"], strict=True)}
+
+
+def _data(warehouse: Warehouse, vocab, config: SftConfig, prefix: dict[str, list[int]] | None):
     from training.sequence_data import SequenceDataModule
 
     splits = warehouse.read("interaction_splits", order_by="user_id, position")
-    prefix = None
-    if config.use_user_interests:
-        prefix = user_prefix_tokens(warehouse, vocab, encoder, n=config.interest_tokens, depth=config.interest_depth)
     dm = SequenceDataModule(splits, vocab, max_history=config.max_history, batch_size=config.batch_size,
                             eval_batch_size=128, seed=config.seed, user_prefix=prefix)
-    return dm, splits, prefix
+    return dm, splits
 
 
 def _run_key(*parts) -> str:
@@ -115,7 +122,11 @@ def recommender_sft(context: dg.AssetExecutionContext, config: SftConfig, wareho
     from training.generator import GeneratorConfig, evaluate_generator, load_generator, train_generator
 
     vocab, _ = _vocab(warehouse)
-    dm, splits, prefix = _data(warehouse, vocab, config, text_encoder.get())
+    prefix = None
+    if config.use_user_interests:
+        prefix = user_prefix_tokens(warehouse, vocab, text_encoder.get(), n=config.interest_tokens,
+                                    depth=config.interest_depth)
+    dm, splits = _data(warehouse, vocab, config, prefix)
     gen_config = GeneratorConfig(
         d_model=config.d_model, d_ff=config.d_ff, num_encoder_layers=config.num_layers,
         num_decoder_layers=config.num_layers, num_heads=config.num_heads, dropout=config.dropout, lr=config.lr,
@@ -136,6 +147,10 @@ def recommender_sft(context: dg.AssetExecutionContext, config: SftConfig, wareho
                    **{f"popularity_valid_{k}": v for k, v in pop_valid.items()}}
         mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in metrics.items()})
         mlflow.log_artifact(result.best_checkpoint, artifact_path="sft")
+        tokens = pd.DataFrame({"user_id": pd.Series(list((prefix or {}).keys()), dtype="string"),
+                               "tokens": pd.Series([list(map(int, v)) for v in (prefix or {}).values()],
+                                                   dtype="object")})
+        warehouse.replace({"user_interest_tokens": tokens})
         return dg.MaterializeResult(metadata=md({
             **run.metadata(),
             "checkpoint": result.best_checkpoint,
@@ -179,7 +194,7 @@ def checkpoint_from_lineage(context: dg.AssetExecutionContext, asset: str) -> st
                 "when validation NDCG@10 drops.",
 )
 def recommender_grpo(context: dg.AssetExecutionContext, config: GrpoConfig, warehouse: Warehouse,
-                     text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+                     mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
     from training.generator import evaluate_generator, load_generator
     from training.grpo import GRPOConfig, train_grpo
     from training.rewards import RewardConfig
@@ -188,7 +203,7 @@ def recommender_grpo(context: dg.AssetExecutionContext, config: GrpoConfig, ware
     sft_event = context.instance.get_latest_materialization_event(dg.AssetKey("recommender_sft"))
     sft_run_config = _sft_config_of(context)
     vocab, _ = _vocab(warehouse)
-    dm, _, _ = _data(warehouse, vocab, sft_run_config, text_encoder.get())
+    dm, _ = _data(warehouse, vocab, sft_run_config, stored_user_prefix(warehouse, sft_run_config))
     quality = warehouse.read("item_quality")
     q = dict(zip(quality["item_id"].astype(str), quality["q"].astype(float), strict=True))
     grpo_config = GRPOConfig(
