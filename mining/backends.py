@@ -72,6 +72,7 @@ class MinerConfig:
     prompt_style: Literal["few_shot_phrase", "structured_json"] = "few_shot_phrase"
     n_descriptors: int = 3
     batch_size: int = 8
+    device: str = "cpu"  # transformers: cpu, cuda, cuda:N or auto
     max_concurrency: int = 8
     requests_per_second: float | None = None
     max_retries: int = 5
@@ -139,7 +140,7 @@ def build_backend(cfg: MinerConfig) -> LLMBackend:
 
         return TransformersBackend(
             name=cfg.name, model=cfg.model, model_path=cfg.model_path or "", gguf_file=cfg.gguf_file,
-            batch_size=cfg.batch_size,
+            batch_size=cfg.batch_size, device=cfg.device,
         )
     if cfg.backend == "openai":
         from mining.openai_backend import OpenAIBackend

@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import duckdb
 import pandas as pd
 
 from mining.backends import ChatRequest, Completion, LLMBackend, LLMError
+
+if TYPE_CHECKING:  # duckdb is imported where a DuckDB cache is used: answering calls elsewhere needs no duckdb
+    import duckdb
 
 
 def canonical_request_json(request: ChatRequest) -> str:
@@ -125,6 +127,8 @@ class DuckDBCallCache:
         return con
 
     def _open(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.02
         while True:

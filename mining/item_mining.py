@@ -82,6 +82,15 @@ def mine_item_interests(items: pd.DataFrame, miners: list[LLMBackend], miner_con
     return MiningResult(interests=interests, failures=failure_frame, stats=stats)
 
 
+def item_mining_requests(items: pd.DataFrame, cfg: MinerConfig, *, seed: int = 0) -> list[ChatRequest]:
+    """The first-pass requests one miner sends for these items (what ``mine_item_interests`` would call;
+    repair prompts depend on answers and are not included)."""
+    run = _MinerRun(None, cfg, None, _validated_items(items), False, seed)  # type: ignore[arg-type]
+    if cfg.prompt_style == "few_shot_phrase":
+        return [r for item in run.items for r in run.phrase_requests(item)]
+    return [run.structured_request(item) for item in run.items]
+
+
 def _validated_items(items: pd.DataFrame) -> list[dict]:
     if not isinstance(items, pd.DataFrame):
         raise TypeError(f"items must be a pandas DataFrame, got {type(items).__name__}")

@@ -115,6 +115,28 @@ def _load_gguf(path: Path) -> tuple[torch.nn.Module, object]:
     return model, tokenizer
 
 
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """Name of the KV-cache argument: ``cache`` in recent transformers, ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available); an unavailable CUDA is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device (use cpu or auto)")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} is not supported: use cpu, cuda, cuda:N or auto")
+    return resolved
+
+
 def _text_of(content: str | list) -> str:
     """Text of a message; image parts are dropped (text-only model)."""
     if isinstance(content, str):
@@ -128,9 +150,10 @@ class TransformersBackend:
     kind = "transformers"
 
     def __init__(self, *, name: str, model: str, model_path: str, gguf_file: str | None = None,
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, device: str = "cpu") -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        self.device = resolve_device(device)
         self.name = name
         self.model = model
         self.model_path = model_path
@@ -145,7 +168,8 @@ class TransformersBackend:
 
     def _load(self) -> tuple[torch.nn.Module, object]:
         try:
-            return load_causal_lm(self.model_path, self.gguf_file)
+            model, tokenizer = load_causal_lm(self.model_path, self.gguf_file)
+            return model.to(self.device), tokenizer
         except (OSError, ValueError) as exc:
             raise LLMError(f"{self.name}: cannot load model {self.model} from {self.model_path}: {exc}") from exc
 
@@ -171,7 +195,7 @@ class TransformersBackend:
                 try:
                     with torch.inference_mode():
                         if first.choices:
-                            answers = self._score_choices(model, tokenizer, prompts, first.choices)
+                            answers = self._score_choices(model, tokenizer, prompts, first.choices, self.device)
                         else:
                             answers = self._generate(model, tokenizer, prompts, first)
                 except LLMError:
@@ -192,7 +216,8 @@ class TransformersBackend:
         from transformers import GenerationConfig
 
         token_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        input_ids, attention, cache = self._shared_prefix_inputs(model, token_ids, tokenizer.pad_token_id)
+        input_ids, attention, cache = self._shared_prefix_inputs(model, token_ids, tokenizer.pad_token_id,
+                                                                 self.device)
         eos_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
         config = GenerationConfig(
             max_new_tokens=request.max_tokens, do_sample=request.temperature > 0,
@@ -207,7 +232,7 @@ class TransformersBackend:
             processors.append(xgr.contrib.hf.LogitsProcessor(self._compiled_schema(tokenizer, model,
                                                                                     request.json_schema)))
         torch.manual_seed(request.seed)
-        extra = {"cache": cache} if cache is not None else {}
+        extra = {_cache_kwarg(model): cache} if cache is not None else {}
         stopping = [self._stop_criteria(tokenizer, request.stop)] if request.stop else None
         out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
                              logits_processor=processors or None, stopping_criteria=stopping, **extra)
@@ -236,8 +261,8 @@ class TransformersBackend:
         return self._stop_criteria_cache[stop]
 
     @staticmethod
-    def _shared_prefix_inputs(model: torch.nn.Module, token_ids: list[list[int]], pad: int
-                              ) -> tuple[torch.Tensor, torch.Tensor, object | None]:
+    def _shared_prefix_inputs(model: torch.nn.Module, token_ids: list[list[int]], pad: int,
+                              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, object | None]:
         """Batch inputs; a token prefix shared by every prompt (few-shot examples) is encoded only once.
 
         Layout per row: shared prefix, padding, own suffix. generate() derives position ids from the
@@ -249,8 +274,10 @@ class TransformersBackend:
             shared += 1
         suffixes = [ids[shared:] for ids in token_ids]
         width = max(len(s) for s in suffixes)
-        input_ids = torch.tensor([token_ids[0][:shared] + [pad] * (width - len(s)) + s for s in suffixes])
-        attention = torch.tensor([[1] * shared + [0] * (width - len(s)) + [1] * len(s) for s in suffixes])
+        input_ids = torch.tensor([token_ids[0][:shared] + [pad] * (width - len(s)) + s for s in suffixes],
+                                 device=device)
+        attention = torch.tensor([[1] * shared + [0] * (width - len(s)) + [1] * len(s) for s in suffixes],
+                                 device=device)
         if len(token_ids) == 1 or shared < _MIN_SHARED_PREFIX:
             return input_ids, attention, None
         prefix = model(input_ids=input_ids[:1, :shared], use_cache=True)
@@ -273,7 +300,7 @@ class TransformersBackend:
 
     @staticmethod
     def _score_choices(model: torch.nn.Module, tokenizer: object, prompts: list[str],
-                       choices: tuple[str, ...]) -> list[Completion]:
+                       choices: tuple[str, ...], device: torch.device | str = "cpu") -> list[Completion]:
         """Pick the choice with the highest total log-likelihood after each prompt (exact, no sampling)."""
         choice_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
         if any(not ids for ids in choice_ids):
@@ -287,9 +314,11 @@ class TransformersBackend:
         width = max(len(r) for r in rows)
         pad = tokenizer.pad_token_id
         # right padding: causal attention keeps the real tokens' positions and logits unaffected
-        input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-        attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-        logprobs = torch.log_softmax(model(input_ids=input_ids, attention_mask=attention).logits.float(), dim=-1)
+        input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+        attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+        logprobs = torch.log_softmax(model(input_ids=input_ids, attention_mask=attention).logits.float(),
+                                     dim=-1).cpu()
+        input_ids = input_ids.cpu()
         completions = []
         for p in range(len(prompts)):
             best, best_total, best_mean = 0, -float("inf"), 0.0
