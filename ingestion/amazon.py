@@ -11,13 +11,13 @@ the item id is ``parent_asin``.
 from __future__ import annotations
 
 import ast
+import html
 import json
 import logging
 import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ import pandas as pd
 
 from ingestion.errors import IngestionError
 from ingestion.schema import INTERACTION_COLUMNS, ITEM_COLUMNS
-from ingestion.text_files import BadLineHandler, ChunkBuilder, handle_bad_line, iter_lines
+from ingestion.text_files import BadLineHandler, ChunkBuilder, handle_bad_line, iter_lines, require_rows
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ _REVIEW_FIELDS = {
     "2023": ("user_id", "parent_asin", "rating", "timestamp"),
 }
 _WHITESPACE = re.compile(r"\s+")
+_MAX_ABS_NUMBER = 2.0**62  # the fast path's bound; beyond it the checked path decides
+_MIN_SECONDS, _MAX_SECONDS = -(2**63), 2**63 - 1  # the int64 timestamp column
 _decode = json.JSONDecoder().decode  # skips json.loads' per-call type dispatch
 
 
@@ -91,50 +93,64 @@ def _first_existing(folder: Path, stem: str, suffixes: tuple[str, ...]) -> Path 
     return None
 
 
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
+# One linear pass over the markup. html.parser.HTMLParser is not used: on CPython 3.11 it takes
+# quadratic (or worse) time on unclosed markup, e.g. 30 KB of "<a " took 26 s, so one hostile
+# description could stall an ingest for hours. Quoted attribute values may hold ">"; an unclosed
+# comment or script runs to the end of the text and is dropped, an unclosed tag is kept as text.
+_ATTRS = r"""(?:"[^"]*+"?|'[^']*+'?|[^'">]++)*+"""  # possessive: never backtracks
+_HTML_TOKEN = re.compile(
+    r"<!--.*?(?:-->|\Z)"
+    rf"|<(script|style)\b{_ATTRS}>?.*?(?:</(?i:\1)\s*>|\Z)"
+    rf"|<(/?)([A-Za-z][^\s/>]*){_ATTRS}>?"
+    r"|<[!?][^>]*>?",
+    re.DOTALL | re.IGNORECASE,
+)
+_BLOCK_TAGS = frozenset({"br", "p", "li", "div", "tr"})
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag in ("br", "p", "li", "div", "tr"):
-            self.parts.append(" ")
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self._skip:
-            self._skip -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
+def _html_token(match: re.Match[str]) -> str:
+    if match.group(3) is None:
+        return ""  # comment, script, style, declaration
+    if not match.group(0).endswith(">"):
+        return match.group(0)  # "a<b" at the very end is text, not a tag (as html.parser reads it)
+    if not match.group(2) and match.group(3).lower() in _BLOCK_TAGS:
+        return " "  # block starts separate words; closing tags and inline tags do not
+    return ""
 
 
 def strip_html(text: str) -> str:
-    """Plain text of an HTML fragment: tags, scripts, styles dropped; entities decoded; spaces collapsed."""
-    if "<" not in text and "&" not in text:
-        return _WHITESPACE.sub(" ", text).strip()
-    parser = _TextExtractor()
-    parser.feed(text)
-    parser.close()
-    return _WHITESPACE.sub(" ", "".join(parser.parts)).strip()
+    """Plain text of an HTML fragment: tags, scripts, styles dropped; entities decoded; spaces collapsed.
+
+    Linear time in the length of ``text``, whatever the markup.
+    """
+    if "<" in text:
+        text = _HTML_TOKEN.sub(_html_token, text)
+    if "&" in text:
+        text = html.unescape(text)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+_MAX_DEPTH_ERRORS = (RecursionError, MemoryError)
 
 
 def _parse_record(line: str, line_no: int, path: Path, allow_python_literal: bool) -> dict[str, Any]:
     try:
         record = _decode(line)
-    except json.JSONDecodeError as json_error:
+    except (ValueError, *_MAX_DEPTH_ERRORS) as json_error:
+        # ValueError covers JSONDecodeError and integers over Python's 4300-digit limit; deep nesting
+        # raises RecursionError
         record = None
         if allow_python_literal:
             try:
                 record = ast.literal_eval(line)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                record = None
+            except (ValueError, TypeError, SyntaxError, OverflowError, *_MAX_DEPTH_ERRORS):
+                record = None  # TypeError: unhashable keys such as {[]: 1}
         if record is None:
-            raise IngestionError(f"not a JSON object ({json_error.msg} at char {json_error.pos})",
-                                 path=str(path), line=line_no) from json_error
+            if isinstance(json_error, json.JSONDecodeError):
+                reason = f"{json_error.msg} at char {json_error.pos}"
+            else:
+                reason = f"{type(json_error).__name__}: {str(json_error)[:120]}"
+            raise IngestionError(f"not a JSON object ({reason})", path=str(path), line=line_no) from json_error
     if not isinstance(record, dict):
         raise IngestionError(f"expected a JSON object, got {type(record).__name__}",
                              path=str(path), line=line_no)
@@ -164,7 +180,7 @@ def _number(value: Any, field: str, line_no: int, path: Path) -> float:
         raise IngestionError(f"expected a number, got {value!r}", path=str(path), line=line_no, column=field)
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise IngestionError(f"expected a number, got {value!r}", path=str(path), line=line_no,
                              column=field) from None
     if not math.isfinite(number):
@@ -173,9 +189,33 @@ def _number(value: Any, field: str, line_no: int, path: Path) -> float:
     return number
 
 
+def _encodable(row: tuple[Any, ...], line_no: int, path: Path, on_bad_line: BadLineHandler | None) -> bool:
+    """False (after ``on_bad_line``) when a text holds a lone surrogate, which JSON's \\udXXX escapes allow
+    but UTF-8, and so the warehouse, cannot store."""
+    for value in row:
+        # isascii() is O(1) on CPython, so well-formed ASCII rows cost nothing here
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                handle_bad_line(IngestionError(f"text holds a lone UTF-16 surrogate ({exc.reason}: "
+                                               f"{value[exc.start:exc.end]!r})", path=str(path), line=line_no),
+                                on_bad_line)
+                return False
+    return True
+
+
 def iter_amazon_interactions(path: Path, version: AmazonVersion, chunk_rows: int = 200_000,
                              on_bad_line: BadLineHandler | None = None) -> Iterator[pd.DataFrame]:
-    """Stream a reviews file as canonical interaction chunks (2023 millisecond timestamps become seconds)."""
+    """Stream a reviews file as canonical interaction chunks (2023 millisecond timestamps become seconds).
+
+    A file without any valid record is an ``IngestionError``.
+    """
+    return require_rows(_amazon_interactions(path, version, chunk_rows, on_bad_line), path)
+
+
+def _amazon_interactions(path: Path, version: AmazonVersion, chunk_rows: int,
+                         on_bad_line: BadLineHandler | None) -> Iterator[pd.DataFrame]:
     user_f, item_f, rating_f, time_f = _REVIEW_FIELDS[version]
     divisor = 1000 if version == "2023" else 1
     builder = ChunkBuilder(INTERACTION_COLUMNS, chunk_rows)
@@ -186,7 +226,7 @@ def iter_amazon_interactions(path: Path, version: AmazonVersion, chunk_rows: int
         rating, stamp = record.get(rating_f), record.get(time_f)
         if not (type(user) is str and user and type(item) is str and item
                 and type(rating) in (int, float) and type(stamp) in (int, float)
-                and math.isfinite(rating) and math.isfinite(stamp)):
+                and -_MAX_ABS_NUMBER < rating < _MAX_ABS_NUMBER and -_MAX_ABS_NUMBER < stamp < _MAX_ABS_NUMBER):
             try:
                 user = str(_required(record, user_f, line_no, path))
                 item = str(_required(record, item_f, line_no, path))
@@ -195,7 +235,15 @@ def iter_amazon_interactions(path: Path, version: AmazonVersion, chunk_rows: int
             except IngestionError as error:
                 handle_bad_line(error, on_bad_line)
                 continue
-        chunk = builder.add((user, item, int(stamp // divisor), float(rating)))
+        seconds = int(stamp // divisor)
+        if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+            handle_bad_line(IngestionError(f"timestamp {stamp!r} is out of range", path=str(path), line=line_no,
+                                           column=time_f), on_bad_line)
+            continue
+        row = (user, item, seconds, float(rating))
+        if not _encodable(row, line_no, path, on_bad_line):
+            continue
+        chunk = builder.add(row)
         if chunk is not None:
             yield chunk
     chunk = builder.flush()
@@ -215,8 +263,8 @@ def _text(value: Any) -> str:
 def _category_path(value: Any) -> str:
     if not value:
         return ""
-    if isinstance(value, str):
-        value = [value]
+    if not isinstance(value, list | tuple):
+        value = [value]  # a lone string, or a stray number / object in a hand-edited dump
     return " > ".join(part for part in (strip_html(str(v)) for v in value if v is not None) if part)
 
 
@@ -257,7 +305,13 @@ def iter_amazon_items(path: Path, version: AmazonVersion, chunk_rows: int = 50_0
     """Stream a metadata file as canonical item chunks, HTML stripped, first occurrence of each id kept.
 
     The 2018 metadata dumps repeat some items verbatim; repeats are dropped and counted in the log.
+    A file without any valid record is an ``IngestionError``.
     """
+    return require_rows(_amazon_items(path, version, chunk_rows, on_bad_line), path)
+
+
+def _amazon_items(path: Path, version: AmazonVersion, chunk_rows: int,
+                  on_bad_line: BadLineHandler | None) -> Iterator[pd.DataFrame]:
     builder = ChunkBuilder(ITEM_COLUMNS, chunk_rows)
     seen: set[str] = set()
     duplicates = 0
@@ -266,6 +320,8 @@ def iter_amazon_items(path: Path, version: AmazonVersion, chunk_rows: int = 50_0
             row = _item_row(record, version, line_no, path)
         except IngestionError as error:
             handle_bad_line(error, on_bad_line)
+            continue
+        if not _encodable(row, line_no, path, on_bad_line):
             continue
         if row[0] in seen:
             duplicates += 1

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ingestion.errors import IngestionError
 from ingestion.schema import INTERACTION_COLUMNS, ITEM_COLUMNS
-from ingestion.text_files import BadLineBudget, ChunkBuilder, handle_bad_line, iter_lines
+from ingestion.text_files import BadLineBudget, ChunkBuilder, handle_bad_line, iter_lines, require_rows
 
 MovieLensRelease = Literal["ml-100k", "ml-1m", "ml-latest"]
 #: ml-100k and ml-1m are latin-1 (titles such as "Misérables"); the CSV releases are UTF-8
@@ -103,6 +103,11 @@ def genre_categories(genres: list[str]) -> str:
 
 def _parse_file(path: Path, encoding: str, header: str | None, parse: Callable[[str], tuple],
                 schema: dict[str, str], chunk_rows: int, max_bad_lines: int) -> Iterator[pd.DataFrame]:
+    return require_rows(_parse_lines(path, encoding, header, parse, schema, chunk_rows, max_bad_lines), path)
+
+
+def _parse_lines(path: Path, encoding: str, header: str | None, parse: Callable[[str], tuple],
+                 schema: dict[str, str], chunk_rows: int, max_bad_lines: int) -> Iterator[pd.DataFrame]:
     on_bad_line = BadLineBudget(max_bad_lines) if max_bad_lines else None
     chunks = ChunkBuilder(schema, chunk_rows)
     expect_header = header is not None
@@ -152,8 +157,9 @@ def _rating_parser(split: Callable[[str], list[str]]) -> Callable[[str], tuple[s
             rating_value = math.nan
         if not math.isfinite(rating_value):
             raise BadLine(f"rating {rating!r} is not a number", column="rating")
-        if not timestamp.isdigit():
-            raise BadLine(f"timestamp {timestamp!r} is not a Unix time in seconds", column="timestamp")
+        # isascii: str.isdigit() also accepts "²", which int() rejects; 18 digits always fit in int64
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp.lstrip("0")) <= 18):
+            raise BadLine(f"timestamp {timestamp[:40]!r} is not a Unix time in seconds", column="timestamp")
         return user, item, int(timestamp), rating_value
     return parse
 

@@ -34,11 +34,12 @@ import pandas as pd
 
 from ingestion.errors import IngestionError
 from ingestion.schema import INTERACTION_COLUMNS, ITEM_COLUMNS
-from ingestion.text_files import ChunkBuilder, iter_lines
+from ingestion.text_files import ChunkBuilder, iter_lines, require_rows
 
 SYNTHETIC_EPOCH = 1_000_000_000  # 2001-09-09: an obviously synthetic origin
 SYNTHETIC_STEP = 86_400  # one day between consecutive interactions of a user
 
+_MIN_INT64, _MAX_INT64 = -(2**63), 2**63 - 1  # the timestamp column's range
 _SPLITS = ("test", "valid", "train")  # preference order when rebuilding a user's sequence
 
 
@@ -100,18 +101,17 @@ def find_recbole_files(folder: Path, dataset: str | None) -> RecBoleFiles:
 def iter_recbole_interactions(files: RecBoleFiles, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
     """Stream canonical interactions (UniSRec: one full sequence per user; see the module docstring)."""
     rows = _iter_plain_interactions(files.inter["all"]) if "all" in files.inter else _iter_split_interactions(files)
-    yield from _chunked(rows, INTERACTION_COLUMNS, chunk_rows)
+    # an empty result names the interactions file (the test split's, in the UniSRec layout)
+    yield from require_rows(_chunked(rows, INTERACTION_COLUMNS, chunk_rows), next(iter(files.inter.values())))
 
 
 def iter_recbole_items(files: RecBoleFiles, chunk_rows: int = 50_000) -> Iterator[pd.DataFrame]:
     """Stream canonical items from ``<dataset>.item``, else ``<dataset>.text`` (see the module docstring)."""
-    if files.item is not None:
-        rows = _iter_plain_items(files.item)
-    elif files.text is not None:
-        rows = _iter_text_items(files.text)
-    else:
+    source = files.item if files.item is not None else files.text
+    if source is None:
         raise IngestionError("RecBole dataset has neither a .item nor a .text file")
-    yield from _chunked(rows, ITEM_COLUMNS, chunk_rows)
+    rows = _iter_plain_items(source) if source == files.item else _iter_text_items(source)
+    yield from require_rows(_chunked(rows, ITEM_COLUMNS, chunk_rows), source)
 
 
 def _stem(name: str) -> str | None:
@@ -133,6 +133,9 @@ def _iter_plain_interactions(path: Path) -> Iterator[tuple[str, str, int, float]
         rating = _number(fields, header, "rating", path, line_no) if "rating" in header else math.nan
         if "timestamp" in header:
             timestamp = int(_number(fields, header, "timestamp", path, line_no))
+            if not _MIN_INT64 <= timestamp <= _MAX_INT64:
+                raise IngestionError(f"timestamp {fields[header['timestamp']].strip()!r} is out of range",
+                                     path=str(path), line=line_no, column="timestamp")
         else:
             position = positions[user] = positions.get(user, -1) + 1
             timestamp = SYNTHETIC_EPOCH + position * SYNTHETIC_STEP

@@ -10,10 +10,14 @@ fields); for Parquet the 1-based row number.
 
 from __future__ import annotations
 
+import codecs
+import gzip
+import io
 import logging
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,7 +26,7 @@ import pyarrow.parquet as pq
 
 from ingestion.errors import IngestionError
 from ingestion.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, conform
-from ingestion.text_files import BadLineHandler, handle_bad_line
+from ingestion.text_files import BadLineHandler, handle_bad_line, require_rows
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +34,7 @@ TimestampFormat = Literal["unix_s", "unix_ms", "iso"]
 TableFormat = Literal["csv", "parquet"]
 
 _REQUIRED_INTERACTION_KEYS = ("user_id", "item_id")
+_MAX_ABS_SECONDS = 2.0**62
 _CSV_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": ","}
 
 
@@ -57,7 +62,7 @@ def table_columns(path: Path, separator: str | None = None, encoding: str = "utf
             return list(pq.ParquetFile(path).schema_arrow.names)
         return list(pd.read_csv(path, sep=separator or default_sep, nrows=0, encoding=encoding).columns)
     except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
-            OSError, EOFError) as exc:
+            OSError, EOFError, zlib.error) as exc:
         raise IngestionError(f"cannot read the {fmt} header ({type(exc).__name__}: {exc})",
                              path=str(path), line=1) from exc
 
@@ -92,15 +97,48 @@ def _iter_raw(path: Path, columns: list[str], chunk_rows: int, separator: str | 
                 first += len(frame)
         else:
             # text dtype so a stray "abc" in a numeric column is caught per row, not coerced by pandas
-            reader = pd.read_csv(path, sep=separator or default_sep, usecols=columns, dtype=str,
-                                 keep_default_na=False, chunksize=chunk_rows, encoding=encoding)
-            with reader:
-                for frame in reader:
-                    yield first, frame
-                    first += len(frame)
-    except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as exc:
+            with (gzip.open if path.suffix.lower() == ".gz" else open)(path, "rb") as raw:
+                # in UTF-16/32 text NUL bytes are ordinary; everywhere else they are damage
+                wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+                source = raw if wide else io.BufferedReader(_NulGuard(raw, path))
+                reader = pd.read_csv(source, sep=separator or default_sep,
+                                     usecols=columns, dtype=str, keep_default_na=False, chunksize=chunk_rows,
+                                     encoding=encoding, compression=None)
+                with reader:
+                    for frame in reader:
+                        yield first, frame
+                        first += len(frame)
+    except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError,
+            EOFError, zlib.error) as exc:
         raise IngestionError(f"unreadable {fmt} data near line {first} ({type(exc).__name__}: {exc})",
                              path=str(path), line=first) from exc
+
+
+class _NulGuard(io.RawIOBase):
+    """Raw bytes of a CSV file that refuse NUL bytes, naming their line.
+
+    pandas' C tokenizer silently ends a cell at a NUL byte ("u\\0a" and "u\\0b" both became "u"), which
+    would merge distinct ids; one ``in`` test per read block costs nothing next to parsing.
+    """
+
+    def __init__(self, raw: BinaryIO, path: Path) -> None:
+        super().__init__()
+        self._raw = raw
+        self._path = path
+        self._newlines = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        if b"\0" in data:
+            line = self._newlines + data.count(b"\n", 0, data.index(b"\0")) + 1
+            raise IngestionError("NUL byte in the text: not a CSV file, or a damaged one", path=str(self._path),
+                                 line=line)
+        self._newlines += data.count(b"\n")
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _blank(series: pd.Series) -> pd.Series:
@@ -122,7 +160,8 @@ def _to_seconds(values: pd.Series, timestamp_format: TimestampFormat) -> tuple[p
         return seconds.astype("float64"), parsed.isna()
     numbers = pd.to_numeric(values, errors="coerce").astype("float64")
     numbers = np.floor(numbers / 1000.0) if timestamp_format == "unix_ms" else np.floor(numbers)
-    bad = ~np.isfinite(numbers.to_numpy())
+    # beyond +-2**62 s the int64 cast would wrap silently (1e300 became -9223372036854775808)
+    bad = ~(np.abs(numbers.to_numpy()) < _MAX_ABS_SECONDS)
     return numbers, pd.Series(bad, index=values.index)
 
 
@@ -130,8 +169,18 @@ def iter_tabular_interactions(path: Path, columns: Mapping[str, str],
                               timestamp_format: TimestampFormat = "unix_s", chunk_rows: int = 200_000,
                               separator: str | None = None, encoding: str = "utf-8",
                               on_bad_line: BadLineHandler | None = None) -> Iterator[pd.DataFrame]:
-    """Stream a CSV/Parquet interactions table as canonical chunks through the column mapping."""
+    """Stream a CSV/Parquet interactions table as canonical chunks through the column mapping.
+
+    A table without any valid row is an ``IngestionError``.
+    """
     path = Path(path)
+    return require_rows(_tabular_interactions(path, columns, timestamp_format, chunk_rows, separator, encoding,
+                                              on_bad_line), path)
+
+
+def _tabular_interactions(path: Path, columns: Mapping[str, str], timestamp_format: TimestampFormat,
+                          chunk_rows: int, separator: str | None, encoding: str,
+                          on_bad_line: BadLineHandler | None) -> Iterator[pd.DataFrame]:
     if timestamp_format not in ("unix_s", "unix_ms", "iso"):
         raise IngestionError(f"unknown timestamp_format {timestamp_format!r}; use unix_s, unix_ms or iso",
                              path=str(path))
@@ -186,8 +235,14 @@ def iter_tabular_items(path: Path, columns: Mapping[str, str], chunk_rows: int =
     """Stream a CSV/Parquet items table as canonical chunks; unmapped text columns become "" (image <NA>).
 
     A list-valued ``categories`` cell (Parquet) is joined with " > "; repeated item ids keep the first row.
+    A table without any valid row is an ``IngestionError``.
     """
     path = Path(path)
+    return require_rows(_tabular_items(path, columns, chunk_rows, separator, encoding, on_bad_line), path)
+
+
+def _tabular_items(path: Path, columns: Mapping[str, str], chunk_rows: int, separator: str | None, encoding: str,
+                   on_bad_line: BadLineHandler | None) -> Iterator[pd.DataFrame]:
     existing = table_columns(path, separator, encoding)
     _check_mapping(path, columns, ITEM_COLUMNS, ("item_id",), existing)
     wanted = list(dict.fromkeys(columns.values()))

@@ -6,6 +6,7 @@ Gzip and plain files are read line by line (never whole); a truncated or non-gzi
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import logging
 import zlib
@@ -66,7 +67,39 @@ def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]
         raise IngestionError(f"corrupt or truncated gzip data after line {line_no} ({exc})",
                              path=str(path), line=line_no + 1) from exc
     except UnicodeDecodeError as exc:
-        raise IngestionError(f"not {encoding} text ({exc.reason})", path=str(path), line=line_no + 1) from exc
+        # the text layer decodes 8 KiB blocks ahead of the lines it hands out, so line_no + 1 can be far
+        # before the bad byte: find the exact line on this (rare) error path
+        bad_line = _first_undecodable_line(path, encoding) or line_no + 1
+        raise IngestionError(f"not {encoding} text ({exc.reason})", path=str(path), line=bad_line) from exc
+
+
+def _first_undecodable_line(path: Path, encoding: str) -> int | None:
+    """The 1-based number (counting ``\\n`` line ends) of the first line that does not decode, if found."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    decoder.decode(raw)
+                except UnicodeDecodeError:
+                    return number
+    except (OSError, EOFError, zlib.error):
+        return None  # the data is also damaged past this point; the caller keeps its estimate
+    return None
+
+
+def require_rows(chunks: Iterator[pd.DataFrame], path: Path) -> Iterator[pd.DataFrame]:
+    """Pass ``chunks`` through; raise ``IngestionError`` naming ``path`` when they hold no row at all.
+
+    An empty (or all-blank, or all-skipped) file is refused here, where the file is known, rather than
+    later as an anonymous empty table.
+    """
+    rows = 0
+    for chunk in chunks:
+        rows += len(chunk)
+        yield chunk
+    if rows == 0:
+        raise IngestionError("no records: the file is empty or holds no valid line", path=str(path))
 
 
 class ChunkBuilder:

@@ -37,25 +37,37 @@ class ItemInterests(BaseModel):
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+_OBJECT_START = re.compile(r"\{\s*[\"}]")  # a JSON object opens with a key or closes at once
+#: Answers are a few hundred tokens; anything far longer is a runaway generation, not an answer.
+MAX_OUTPUT_CHARS = 200_000
+#: Failed decode attempts per candidate: each may scan to the end of the text, so an unbounded number
+#: of them is quadratic (1 MB of '{"a":' nests took a minute).
+MAX_DECODE_ATTEMPTS = 64
 
 
 def extract_json_object(text: str) -> dict:
-    """The first JSON object in ``text`` (inside a code fence or bare, surrounded by prose)."""
+    """The first JSON object in ``text`` (inside a code fence or bare, surrounded by prose).
+
+    Raises ``ParseError`` for text over ``MAX_OUTPUT_CHARS`` and when no object decodes within the first
+    ``MAX_DECODE_ATTEMPTS`` object-like openings of a candidate.
+    """
     if not isinstance(text, str):
         raise ParseError(f"expected text, got {type(text).__name__}")
+    if len(text) > MAX_OUTPUT_CHARS:
+        raise ParseError(f"output is {len(text)} characters, over the {MAX_OUTPUT_CHARS} accepted")
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     decoder = json.JSONDecoder()
     for candidate in candidates:
-        start = candidate.find("{")
-        while start != -1:
+        for attempt, opening in enumerate(_OBJECT_START.finditer(candidate)):
+            if attempt >= MAX_DECODE_ATTEMPTS:
+                break
             try:
-                value, _end = decoder.raw_decode(candidate, start)
-            except (json.JSONDecodeError, RecursionError):
-                start = candidate.find("{", start + 1)
+                value, _end = decoder.raw_decode(candidate, opening.start())
+            except (ValueError, RecursionError):
+                # ValueError: JSONDecodeError, or an integer over Python's 4300-digit conversion limit
                 continue
             if isinstance(value, dict):
                 return value
-            start = candidate.find("{", start + 1)
     raise ParseError("no JSON object found in the output" if "{" not in text else "no valid JSON object in the output")
 
 
