@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 # converted SmolLM2 weights (GGUF → safetensors once, then seconds to load)
 export DIGR_MODEL_CACHE ?= $(DIGR_HOME)/models
 
-.PHONY: setup demo test test-fast dev mlflow-ui bench lint clean
+.PHONY: setup demo test test-fast dev mlflow-ui bench bench-scientific lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ mlflow-ui: setup
 
 bench: setup
 	$(PY) -m bench
+
+## bench-scientific: the whole graph on Amazon Scientific + every variant and baseline (see BENCHMARKS.md)
+bench-scientific: setup
+	$(PY) -m bench.scientific all
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -38,6 +38,15 @@ def frame_hash(df: pd.DataFrame) -> str:
     return hashlib.sha256(hashed.tobytes() + ",".join(df.columns).encode()).hexdigest()[:16]
 
 
+def sha256_file(path) -> str:
+    """SHA-256 of a file (checkpoints are recorded with it, so an altered one is refused, not loaded)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def upstream_lineage(context: dg.AssetExecutionContext, *asset_names: str) -> dict:
     """Which materialisation of each upstream asset this run read: run id, timestamp and content hash."""
     out = {}
@@ -75,6 +84,15 @@ def with_captions(warehouse, items: pd.DataFrame) -> pd.DataFrame:
         return items.assign(caption=None)
     captions = warehouse.read("item_captions")
     return items.merge(captions[["item_id", "caption"]], on="item_id", how="left")
+
+
+def config_of(context: dg.AssetExecutionContext, asset: str, config_class: type[dg.Config]) -> dg.Config:
+    """The config ``asset`` was last materialised with (from that run's run config; defaults where it set
+    none), so a variant of a model trains exactly like the model it is compared with."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    run = context.instance.get_run_by_id(event.run_id) if event else None
+    ops = (run.run_config or {}).get("ops", {}) if run else {}
+    return config_class(**(ops.get(asset, {}).get("config", {}) or {}))
 
 
 def latest_metadata(context: dg.AssetExecutionContext, asset: str) -> dict:

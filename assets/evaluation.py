@@ -1,6 +1,7 @@
 """Evaluation against baselines on the same split: one table, plots and example users."""
 
 import base64
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -25,18 +26,59 @@ class EvaluationConfig(dg.Config):
     seed: int = 0
 
 
+def _metric_key(model: str, split: str, metric: str) -> str:
+    """An MLflow metric name (letters, digits, _ - . / and spaces only) for a report cell."""
+    raw = f"{model}_{split}_{metric}".replace("@", "_at_").replace(" ", "_")
+    return re.sub(r"[^A-Za-z0-9_\-./]", "", raw)
+
+
 def _png_md(path: Path, title: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f"**{title}**\n\n![{title}](data:image/png;base64,{data})\n"
 
 
+#: (asset, row name in the report, kind, metric prefix, what the row shows)
+VARIANTS = (
+    ("tiger_baseline", "TIGER-style (no interests)", "baseline", "", "same generator, plain-text SIDs, no user tokens"),
+    ("ablation_no_item_interests", "w/o interests in item text", "ablation", "", "plain-text SIDs, user tokens kept"),
+    ("ablation_no_user_tokens", "w/o user-interest tokens", "ablation", "", "interest SIDs, no user tokens"),
+    ("ablation_no_q_term", "GRPO w/o q term (alpha=0)", "ablation", "policy_", "GRPO policy trained with alpha=0"),
+)
+METRICS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10")
+
+
+def _metrics(meta: dict, split: str, prefix: str = "") -> dict[str, float]:
+    return {m: float(meta[f"{prefix}{split}_{m}"]) for m in METRICS}
+
+
+def _variant_rows(context: dg.AssetExecutionContext, splits_hash: str | None) -> tuple[list, dict]:
+    """Report rows of the baselines/ablations trained on the current split; the others are listed, not shown."""
+    from evaluation.report import ModelResult
+
+    rows, skipped = [], {}
+    for asset, name, kind, prefix, note in VARIANTS:
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+        if event is None or event.asset_materialization is None:
+            skipped[asset] = "not materialised"
+            continue
+        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        trained_on = ((meta.get("lineage") or {}).get("interaction_splits") or {}).get("content_hash")
+        if splits_hash is None or trained_on != splits_hash:
+            skipped[asset] = f"trained on another split ({trained_on}), rematerialise it"
+            continue
+        rows += [ModelResult(name, split, _metrics(meta, split, prefix), kind, notes=note)
+                 for split in ("valid", "test")]
+    return rows, skipped
+
+
 @dg.asset(
-    deps=["recommender_sft", "recommender_grpo", "interaction_splits", "semantic_ids", "user_interests", "items"],
+    deps=["recommender_sft", "recommender_grpo", "interaction_splits", "semantic_ids", "user_interests", "items",
+          *(v[0] for v in VARIANTS)],
     group_name="evaluation",
     kinds={"duckdb", "mlflow"},
     pool="warehouse",
-    description="Every model × metric × split on the same leave-one-out split (popularity, SASRec, SFT, GRPO), "
-                "with plots and example users.",
+    description="Every model × metric × split on the same leave-one-out split (popularity, SASRec, the TIGER-style "
+                "generator, DeepInterestGR and its ablations), with plots and example users.",
 )
 def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfig, warehouse: Warehouse,
                       mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
@@ -71,12 +113,19 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
                               checkpoint_dir=settings.checkpoints_dir() / "sasrec" / run.run_id, item_ids=item_ids)
         for split in ("valid", "test"):
             results.append(ModelResult("SASRec", split, evaluate_sasrec(sasrec.module, splits, split), "baseline"))
-        for name, meta, kind in (("DeepInterestGR (SFT)", sft, "ablation"), (f"DeepInterestGR (GRPO, kept "
-                                 f"{grpo['kept']})", grpo, "main")):
+        main = f"DeepInterestGR (ships {'GRPO' if grpo['kept'] == 'grpo' else 'SFT: GRPO did not help'})"
+        for split in ("valid", "test"):
+            results.append(ModelResult(main, split, _metrics(grpo, split), "main", notes="what is promoted"))
+        for split in ("valid", "test"):
+            results.append(ModelResult("w/o GRPO (SFT)", split, _metrics(sft, split), "ablation",
+                                       notes="supervised fine-tuning only"))
+        if grpo["kept"] == "sft" and "policy_valid_ndcg@10" in grpo:
             for split in ("valid", "test"):
-                metrics = {m: float(meta[f"{split}_{m}"]) for m in ("hr@5", "hr@10", "ndcg@5", "ndcg@10")}
-                results.append(ModelResult(name, split, metrics, kind,
-                                           notes="without GRPO" if kind == "ablation" else ""))
+                results.append(ModelResult("GRPO policy (not shipped)", split, _metrics(grpo, split, "policy_"),
+                                           "ablation", notes="the GRPO-trained model the pipeline rejected"))
+        splits_hash = (latest_metadata(context, "interaction_splits") or {}).get("content_hash")
+        variant_rows, skipped = _variant_rows(context, splits_hash)
+        results += variant_rows
         report = build_report(results)
         table = report.table()
         warehouse.replace({"evaluation_results": table.assign(run_id=context.run.run_id)})
@@ -100,18 +149,18 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         for path in [*plots.values(), out_dir / "report.md"]:
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         best = report.best("ndcg@10", "valid")
-        mlflow.log_metrics({f"{r.model}_{r.split}_{k}".replace("@", "_at_").replace(" ", "_")
-                            .replace("(", "").replace(")", "").replace(",", ""): v
-                            for r in results for k, v in r.metrics.items()})
+        mlflow.log_metrics({_metric_key(r.model, r.split, k): v for r in results for k, v in r.metrics.items()})
         return dg.MaterializeResult(metadata=md({
             **run.metadata(),
             "protocol": PROTOCOL,
             "table": dg.MetadataValue.md(report_md),
             "best_on_valid_ndcg@10": best.model,
             "sasrec_best_val_ndcg@10": round(float(sasrec.best_val_ndcg), 5),
+            "variants_not_shown": skipped or "none",
             "plots": dg.MetadataValue.md("\n".join(_png_md(Path(p), t) for t, p in plots.items())),
             "examples": dg.MetadataValue.md(examples_md),
             "report_dir": str(out_dir),
-            "lineage": upstream_lineage(context, "recommender_sft", "recommender_grpo", "semantic_ids"),
+            "lineage": upstream_lineage(context, "interaction_splits", "recommender_sft", "recommender_grpo",
+                                        "semantic_ids", *(v[0] for v in VARIANTS)),
         }))
 

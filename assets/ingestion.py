@@ -12,6 +12,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.common import frame_hash
 from data_contracts import validate_interaction_splits, validate_items, validate_raw_interactions
 from digr_dagster import settings
 from digr_dagster.resources.warehouse import Warehouse
@@ -193,6 +194,8 @@ def interaction_splits(context: dg.AssetExecutionContext, config: SplitConfig, w
             "duplicates_removed": stats.duplicates_removed,
             "kcore_removed": stats.kcore_removed,
             "max_history": config.max_history,
+            # models key their resumable checkpoints on this: a new split never resumes an old model
+            "content_hash": frame_hash(splits.sort_values(["user_id", "position"])[["user_id", "item_id", "split"]]),
             "rows_per_split": dg.MetadataValue.json({k: int(v) for k, v in per_split.items()}),
             "seq_len_quantiles": dg.MetadataValue.json(stats.seq_len_quantiles),
         }

@@ -131,7 +131,12 @@ def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig
                             "calls": stats["calls"], "mining_seconds": time.perf_counter() - t0})
         if problems:
             yield _problems_check("item_interests", problems, {"coverage": coverage})
-            raise dg.Failure(f"item_interests contract failed, previous tables kept: {problems}")
+            reasons = result.failures["reason"].astype(str).value_counts().head(3)
+            causes = "; ".join(f"{n}× {reason}" for reason, n in reasons.items()) or "none recorded"
+            raise dg.Failure(f"item_interests contract failed, previous tables kept: {problems}; most frequent "
+                             f"call failures: {causes}",
+                             metadata={"failure_reasons": dg.MetadataValue.json(
+                                 {str(k): int(v) for k, v in reasons.items()})})
         failures = result.failures.astype({c: "string" for c in result.failures.columns})
         warehouse.replace({"item_interests": merged, "item_interests_raw": result.interests,
                            "item_interest_failures": failures if len(failures) else

@@ -36,7 +36,28 @@ def release_orphaned_runs(instance) -> list[str]:
         instance.report_run_failed(run, f"the digr process {pid} that ran it is gone (killed); released")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         released.append(run.run_id)
+    if released:
+        _end_orphaned_mlflow_runs(released)
     return released
+
+
+def _end_orphaned_mlflow_runs(dagster_run_ids: list[str]) -> None:
+    """A killed process never closes its MLflow runs: mark those of the released Dagster runs KILLED."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from digr_dagster import settings
+
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri())
+    try:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        for run_id in dagster_run_ids:
+            for run in client.search_runs(experiments, f"tags.dagster_run_id = '{run_id}' "
+                                                       "AND attributes.status = 'RUNNING'"):
+                client.set_terminated(run.info.run_id, status="KILLED")
+                print(f"marked MLflow run {run.info.run_id} ({run.info.run_name}) KILLED", file=sys.stderr)
+    except MlflowException as exc:  # the Dagster release above stands; say why MLflow was not tidied
+        print(f"could not mark the killed runs' MLflow runs KILLED: {exc}", file=sys.stderr)
 
 
 def _alive(pid: int) -> bool:
@@ -92,9 +113,17 @@ def _summary() -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     import yaml
 
+    from digr_dagster import settings
+    from digr_dagster.resources.mlflow_tracking import TrackingStoreUnavailable, check_tracking_store
+
+    try:  # before any run starts: a dead tracking server would otherwise stall the first MLflow step for minutes
+        check_tracking_store(settings.mlflow_tracking_uri())
+    except TrackingStoreUnavailable as exc:
+        print(f"digr demo: {exc}", file=sys.stderr)
+        return 2
     run_config = yaml.safe_load(open(args.config)) if args.config else {}
     t0 = time.perf_counter()
-    ok = run_job("nightly_retrain", run_config)
+    ok = run_job("full_study", run_config)
     elapsed = time.perf_counter() - t0
     if not ok:
         print(f"\nThe demo run FAILED after {elapsed:.0f} s; see the run log above or `make dev`.", file=sys.stderr)

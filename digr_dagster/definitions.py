@@ -2,8 +2,14 @@
 
 import dagster as dg
 
-from assets import discretisation, evaluation, ingestion, mining, promotion, recommender
-from digr_dagster.automation import ingestion_job, new_files_sensor, nightly_retrain_job, nightly_schedule
+from assets import ablations, discretisation, evaluation, ingestion, mining, promotion, recommender
+from digr_dagster.automation import (
+    full_study_job,
+    ingestion_job,
+    new_files_sensor,
+    nightly_retrain_job,
+    nightly_schedule,
+)
 from digr_dagster.resources.mlflow_tracking import MlflowTracking
 from digr_dagster.resources.models import LLMMiners, TextEncoderResource
 from digr_dagster.resources.warehouse import Warehouse
@@ -20,10 +26,16 @@ defs = dg.Definitions(
         discretisation.semantic_ids,
         recommender.recommender_sft,
         recommender.recommender_grpo,
+        ablations.item_embeddings_plain,
+        ablations.semantic_ids_plain,
+        ablations.tiger_baseline,
+        ablations.ablation_no_item_interests,
+        ablations.ablation_no_user_tokens,
+        ablations.ablation_no_q_term,
         evaluation.evaluation_report,
         promotion.champion_model,
     ],
-    jobs=[nightly_retrain_job, ingestion_job],
+    jobs=[nightly_retrain_job, full_study_job, ingestion_job],
     schedules=[nightly_schedule],
     sensors=[new_files_sensor],
     resources={

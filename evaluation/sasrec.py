@@ -50,6 +50,7 @@ class SASRecConfig:
     max_epochs: int = 100
     patience: int = 5  # validation epochs without NDCG@10 improvement before stopping
     seed: int = 0
+    accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu or auto (bit-for-bit determinism only on cpu)
 
     def __post_init__(self) -> None:
         positive = {k: getattr(self, k) for k in
@@ -248,7 +249,7 @@ def rank_sasrec(module: SASRecModule, samples: Sequence[SequenceSample], k: int)
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if not samples:
         return np.zeros((0, k), dtype=np.int64)
-    seqs = _history_tensor(module, [s.history for s in samples])
+    seqs = _history_tensor(module, [s.history for s in samples]).to(module.device)
     was_training = module.training
     module.eval()
     try:
@@ -344,9 +345,11 @@ def train_sasrec(
     if logger is not None:
         logger.log_hyperparams({f"sasrec_{k}": v for k, v in asdict(config).items()} | {"sasrec_n_items": len(items)})
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=config.max_epochs, logger=logger if logger is not None else False,
-        callbacks=[best, stop, history], deterministic=True, num_sanity_val_steps=0, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=str(checkpoint_dir), log_every_n_steps=10,
+        accelerator=config.accelerator, devices=1, max_epochs=config.max_epochs,
+        logger=logger if logger is not None else False, callbacks=[best, stop, history],
+        deterministic=True if config.accelerator == "cpu" else "warn", num_sanity_val_steps=0,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(checkpoint_dir),
+        log_every_n_steps=10,
     )
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
     best_module = load_sasrec(best.best_model_path)

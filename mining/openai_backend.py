@@ -94,8 +94,7 @@ class OpenAIBackend:
             with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
                 outcomes = pool.submit(asyncio.run, self._run(requests, headers)).result()
         # an endpoint could echo the request headers in an error body: never let the key through
-        errors = {i: o.replace(key, "[redacted]") if key else o for i, o in enumerate(outcomes)
-                  if isinstance(o, str)}
+        errors = {i: _redact(o, key) for i, o in enumerate(outcomes) if isinstance(o, str)}
         if errors:
             first = next(iter(errors.values()))
             raise LLMError(
@@ -147,7 +146,7 @@ class OpenAIBackend:
             except httpx.TransportError as exc:
                 last = f"connection error ({type(exc).__name__})"
             except _FatalError as exc:
-                return str(exc)
+                return f"{self.endpoint}: {exc}"
             if attempt == self.max_retries:
                 break
             delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * (0.5 + rng.random() / 2)
@@ -157,7 +156,8 @@ class OpenAIBackend:
                            self.max_retries + 1, delay)
             # the worker keeps its slot while backing off: a struggling endpoint gets less load, not more
             await asyncio.sleep(delay)
-        return f"{last} (gave up after {self.max_retries + 1} attempts)"
+        # each request's error names the endpoint: it lands alone in failure tables and asset metadata
+        return f"{self.endpoint}: {last} (gave up after {self.max_retries + 1} attempts)"
 
     def payload(self, request: ChatRequest) -> dict:
         """The JSON body sent for a request."""
@@ -182,7 +182,9 @@ class OpenAIBackend:
         if response.status_code in _RETRY_STATUS or response.status_code >= 500:
             raise _RetryableError(f"HTTP {response.status_code}", _parse_retry_after(response))
         if response.status_code >= 400:
-            raise _FatalError(f"HTTP {response.status_code}: {_excerpt(response.text)}")
+            # redact before cutting the excerpt: a key cut in half by the excerpt would no longer match
+            body = _redact(response.text, _bearer_token(response.request.headers.get("authorization", "")))
+            raise _FatalError(f"HTTP {response.status_code}: {_excerpt(body)}")
         try:
             body = response.json()
             message = body["choices"][0]["message"]
@@ -259,6 +261,20 @@ def _mean_logprob(logprobs: object) -> float | None:
     values = [t.get("logprob") for t in content if isinstance(t, dict)]
     values = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
     return sum(values) / len(values) if values else None
+
+
+def _bearer_token(authorization: str) -> str:
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _redact(text: str, secret: str) -> str:
+    """``text`` with every copy of ``secret`` (as sent, or JSON-escaped as an echoing body writes it) removed."""
+    if not secret:
+        return text
+    for form in dict.fromkeys([secret, json.dumps(secret)[1:-1]]):
+        text = text.replace(form, "[redacted]")
+    return text
 
 
 def _excerpt(text: str, limit: int = 200) -> str:

@@ -9,7 +9,7 @@ import dagster as dg
 from digr_dagster.automation import new_files_sensor, nightly_schedule
 
 
-def test_nightly_schedule_runs_whole_graph_at_two(digr_env):
+def test_nightly_schedule_runs_everything_but_the_ablations_at_two(digr_env):
     from digr_dagster.definitions import defs
 
     assert nightly_schedule.cron_schedule == "0 2 * * *"
@@ -18,8 +18,16 @@ def test_nightly_schedule_runs_whole_graph_at_two(digr_env):
     assert len(data.run_requests) == 1
     job = defs.resolve_job_def(nightly_schedule.job_name)
     planned = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
-    every = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert planned == every and {"items", "raw_interactions", "interaction_splits"} <= planned
+    graph = defs.resolve_asset_graph()
+    every = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    ablations = {k.to_user_string() for k in graph.get_all_asset_keys()
+                 if graph.get(k).group_name == "ablations"}
+    assert ablations == {"ablation_no_item_interests", "ablation_no_user_tokens", "ablation_no_q_term"}
+    assert planned == every - ablations
+    assert {"items", "interaction_splits", "tiger_baseline", "evaluation_report", "champion_model"} <= planned
+    # the full study (what make demo runs) has everything
+    study = defs.resolve_job_def("full_study")
+    assert {k.to_user_string() for k in study.asset_layer.executable_asset_keys} == every
 
 
 def _tick(cursor):

@@ -25,13 +25,20 @@ def test_every_asset_has_a_group_description_and_the_graph_is_wired():
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"items", "raw_interactions", "interaction_splits", "item_interests", "interest_rewards",
                     "user_interests", "item_embeddings", "semantic_ids", "recommender_sft", "recommender_grpo",
-                    "evaluation_report", "champion_model", "item_captions"}
+                    "evaluation_report", "champion_model", "item_captions", "item_embeddings_plain",
+                    "semantic_ids_plain", "tiger_baseline", "ablation_no_item_interests", "ablation_no_user_tokens",
+                    "ablation_no_q_term"}
     parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
                for k in graph.get_all_asset_keys()}
     assert parents["user_interests"] == {"interaction_splits", "interest_rewards"}
     assert "user_interests" in parents["recommender_sft"] and "semantic_ids" in parents["recommender_sft"]
     assert parents["recommender_grpo"] == {"recommender_sft", "interest_rewards"}
     assert parents["champion_model"] == {"recommender_grpo", "evaluation_report"}
+    # the TIGER-style baseline never sees a mined interest: plain-text SIDs, no user_interests input
+    assert "user_interests" not in parents["tiger_baseline"] and "semantic_ids_plain" in parents["tiger_baseline"]
+    assert "interest_rewards" not in parents["item_embeddings_plain"]
+    assert {"tiger_baseline", "ablation_no_item_interests", "ablation_no_user_tokens",
+            "ablation_no_q_term"} <= parents["evaluation_report"]
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.group_name != "default" and node.description, key

@@ -21,6 +21,8 @@ other attention implementations take the plain path with the cache repeated per 
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,7 +109,10 @@ AttentionMaskInterface.register(_GROUPED_SDPA, sdpa_mask)
 def _grouped_cross_attention(model: torch.nn.Module) -> Iterator[bool]:
     """Switch an sdpa model to :func:`_grouped_cross_sdpa` while decoding; yields whether it did."""
     original = getattr(model.config, "_attn_implementation", None)
-    if original != "sdpa" or not hasattr(model, "set_attn_implementation"):
+    # DIGR_GROUPED_CROSS_ATTENTION=0: plain sdpa, for transformers releases whose T5 does not dispatch
+    # through the attention interface (5.17 does not; 5.24, the pinned one, does)
+    disabled = os.environ.get("DIGR_GROUPED_CROSS_ATTENTION", "1") == "0"
+    if disabled or original != "sdpa" or not hasattr(model, "set_attn_implementation"):
         yield False
         return
     model.set_attn_implementation(_GROUPED_SDPA)
@@ -136,6 +141,8 @@ class _CachedDecoder:
         self.encoder_outputs = BaseModelOutput(last_hidden_state=self.encoder_states)
         self.attention_mask = attention_mask
         self.cache = None
+        # transformers renamed past_key_values to cache (kwarg and output); accept either release
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per row; returns float32 next-token logits [rows, model_vocab]."""
@@ -143,10 +150,11 @@ class _CachedDecoder:
             encoder_outputs=self.encoder_outputs,
             attention_mask=self.attention_mask,
             decoder_input_ids=tokens[:, None],
-            cache=self.cache,
             use_cache=True,
+            **{self._cache_kwarg: self.cache},
         )
-        self.cache = out.cache
+        cache = getattr(out, "cache", None)
+        self.cache = cache if cache is not None else out.past_key_values
         return out.logits[:, -1].float()
 
     def select(self, rows: torch.Tensor) -> None:

@@ -64,6 +64,7 @@ class GeneratorConfig:
     beam_width: int = 20
     eval_top_k: int = 10
     seed: int = 0
+    accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu or auto (bit-for-bit determinism only on cpu)
     # causal-LM path
     causal_lm_path: str | None = None
     lora_r: int = 8
@@ -292,6 +293,7 @@ class GeneratorModule(L.LightningModule):
         """Top-k item indices (rows of ``vocab.item_ids``) per input row; -1 where fewer exist."""
         beam_width = beam_width or self.config.beam_width
         top_k = top_k or self.config.eval_top_k
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -434,8 +436,10 @@ def make_trainer(
         **overrides,
     }
     return L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=max_epochs, logger=logger if logger is not None else False,
-        callbacks=callbacks, deterministic=True, **kwargs,
+        accelerator=config.accelerator, devices=1, max_epochs=max_epochs,
+        logger=logger if logger is not None else False, callbacks=callbacks,
+        # CUDA lacks deterministic kernels for some ops: warn there instead of failing
+        deterministic=True if config.accelerator == "cpu" else "warn", **kwargs,
         num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=str(checkpoint_dir), log_every_n_steps=10,
     )

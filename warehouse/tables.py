@@ -8,6 +8,7 @@ good table exactly as it was.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 
 import duckdb
@@ -19,6 +20,20 @@ STAGING_SUFFIX = "__staging"
 
 class TableWriteError(RuntimeError):
     """A table could not be written; the previous version of the table is untouched."""
+
+
+# Connections of one process to the same file share one database, and two writers there would both use
+# "<name>__staging" (catalog conflicts, one dropping the other's staging table). Across processes DuckDB's
+# file lock already admits one writer at a time.
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(con: duckdb.DuckDBPyConnection) -> threading.RLock:
+    path = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()[0][0]
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(path or ":memory:", threading.RLock())
 
 
 def _ident(name: str) -> str:
@@ -81,8 +96,17 @@ def replace_tables(
     Each value is a DataFrame or an iterable of DataFrame chunks (streamed into the staging table).
     ``validate(con, staging_names)`` may inspect the staging tables and raise to refuse the swap.
     Returns ``{table: rows}``. On any error the staging tables are dropped and the live tables are
-    unchanged.
+    unchanged. Writers in one process to the same database file are serialised.
     """
+    with _write_lock(con):
+        return _replace_tables(con, tables, validate)
+
+
+def _replace_tables(
+    con: duckdb.DuckDBPyConnection,
+    tables: Mapping[str, pd.DataFrame | Iterable[pd.DataFrame]],
+    validate: Callable[[duckdb.DuckDBPyConnection, Mapping[str, str]], None] | None,
+) -> dict[str, int]:
     staged: dict[str, str] = {}
     counts: dict[str, int] = {}
     try:

@@ -30,6 +30,49 @@ from pydantic import Field
 from digr_dagster import settings
 
 
+class TrackingStoreUnavailable(RuntimeError):
+    """The MLflow tracking store cannot be reached (or answers that it is down); the message names it."""
+
+
+# A gateway in front of a stopped tracking server answers these; MLflow's client would retry them for minutes.
+_DOWN_STATUS = {502, 503, 504}
+
+
+def display_uri(uri: str) -> str:
+    """``uri`` with the password of ``scheme://user:password@host`` masked, for messages and metadata."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def check_tracking_store(uri: str, timeout_s: float = 5.0) -> None:
+    """Raise TrackingStoreUnavailable at once when an http(s) tracking server is unreachable or down.
+
+    MLflow's REST client retries a dead server for minutes (7 retries with exponential backoff, 120 s
+    timeout per request by default), so one short probe without retries comes first. Other URI schemes
+    (sqlite, file, databricks) are not probed here.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import httpx
+
+    probe = uri.rstrip("/") + "/health"
+    try:
+        response = httpx.get(probe, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise TrackingStoreUnavailable(
+            f"MLflow tracking store {display_uri(uri)!r} is unreachable ({type(exc).__name__} within "
+            f"{timeout_s:g} s); "
+            "start the tracking server or point MLFLOW_TRACKING_URI at a reachable store") from exc
+    if response.status_code in _DOWN_STATUS:
+        raise TrackingStoreUnavailable(
+            f"MLflow tracking store {display_uri(uri)!r} is down: GET /health answered HTTP {response.status_code}")
+
+
 @dataclass(frozen=True)
 class AssetRun:
     """Handle on the MLflow run of one asset materialisation."""
@@ -45,7 +88,7 @@ class AssetRun:
             "mlflow_run_id": self.run_id,
             "mlflow_parent_run_id": self.parent_run_id,
             "mlflow_experiment_id": self.experiment_id,
-            "mlflow_tracking_uri": self.tracking_uri,
+            "mlflow_tracking_uri": display_uri(self.tracking_uri),
         }
 
 
@@ -59,6 +102,8 @@ class MlflowTracking(ConfigurableResource):
                                  description="Experiment every asset run is logged to.")
     artifact_location: str = Field(default_factory=settings.mlflow_artifact_root,
                                    description="Artifact root for a newly created experiment.")
+    probe_timeout_s: float = Field(default=5.0, gt=0,
+                                   description="Seconds an http(s) tracking server has to answer the start-up probe.")
 
     def configure_client(self) -> str:
         """Point the mlflow module at this store, creating the experiment; returns its id.
@@ -68,6 +113,8 @@ class MlflowTracking(ConfigurableResource):
         import mlflow
 
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        for uri in dict.fromkeys([self.tracking_uri, self.registry_uri or self.tracking_uri]):
+            check_tracking_store(uri, self.probe_timeout_s)
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
         try:
@@ -81,8 +128,8 @@ class MlflowTracking(ConfigurableResource):
                 return client.create_experiment(self.experiment_name, artifact_location=location)
             return exp.experiment_id
         except Exception as exc:  # re-raised with the store named; the original is chained
-            raise RuntimeError(
-                f"MLflow tracking store {self.tracking_uri!r} is unreachable or broken: {exc}"
+            raise TrackingStoreUnavailable(
+                f"MLflow tracking store {display_uri(self.tracking_uri)!r} is unreachable or broken: {exc}"
             ) from exc
 
     @contextmanager

@@ -1,0 +1,139 @@
+"""Train and evaluate the generator variants and SASRec from exported warehouse tables, on any accelerator.
+
+The quality half of the Scientific benchmark, runnable where the pipeline is not installed (a GPU box needs
+only torch, lightning, transformers, pandas and pyarrow): ``bench.scientific export-tables DIR`` writes the
+tables the graph built (splits, both SID tables, both user-interest token tables); this script trains the
+same library code on them, several runs in parallel processes, and appends one JSON line per finished run to
+``--out`` (so a run cut short still returns what it finished).
+
+    python -m bench.train_variants DIR --out results.jsonl --seeds 0 1 2 --accelerator auto --parallel 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+#: variant → (SID table, user-interest token table or None)
+VARIANTS = {
+    "deepinterestgr": ("semantic_ids", "user_interest_tokens"),
+    "tiger": ("semantic_ids_plain", None),
+    "no_item_interests": ("semantic_ids_plain", "user_interest_tokens_plain"),
+    "no_user_tokens": ("semantic_ids", None),
+}
+
+
+def _tokens(tables: Path, name: str | None):
+    if name is None:
+        return None
+    import pandas as pd
+
+    frame = pd.read_parquet(tables / f"{name}.parquet")
+    return {str(u): [int(t) for t in tokens] for u, tokens in zip(frame["user_id"], frame["tokens"], strict=True)}
+
+
+def run_one(job: dict) -> dict:
+    """One training run (a generator variant or SASRec) → its valid/test metrics and cost; a failed run
+    comes back as an ``error`` record (written out and printed), so the other runs still finish."""
+    try:
+        return _run(job)
+    except Exception as exc:  # noqa: BLE001 — reported in the results file, never dropped
+        import traceback
+
+        return {"variant": job["variant"], "seed": job["seed"], "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()[-3000:]}
+
+
+def _run(job: dict) -> dict:
+    import pandas as pd
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    tables = Path(job["tables"])
+    splits = pd.read_parquet(tables / "interaction_splits.parquet")
+    started = time.perf_counter()
+    if job["variant"] == "sasrec":
+        from evaluation.sasrec import SASRecConfig, evaluate_sasrec, train_sasrec
+
+        cfg = SASRecConfig(max_len=job["max_history"], max_epochs=job["max_epochs"] * 3, patience=job["patience"],
+                           seed=job["seed"], accelerator=job["accelerator"], batch_size=job["batch_size"])
+        res = train_sasrec(splits, cfg, checkpoint_dir=Path(job["work"]) / f"sasrec-{job['seed']}")
+        module = res.module.to(_device(job["accelerator"]))
+        valid, test = evaluate_sasrec(module, splits, "valid"), evaluate_sasrec(module, splits, "test")
+        epochs = len(res.history)
+    else:
+        from training.generator import GeneratorConfig, evaluate_generator, load_generator, train_generator
+        from training.sequence_data import SequenceDataModule
+        from training.sid_vocab import SidVocab
+
+        sid_table, token_table = VARIANTS[job["variant"]]
+        vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{sid_table}.parquet").sort_values("item_id"))
+        dm = SequenceDataModule(splits, vocab, max_history=job["max_history"], batch_size=job["batch_size"],
+                                eval_batch_size=512, seed=job["seed"], user_prefix=_tokens(tables, token_table))
+        cfg = GeneratorConfig(max_epochs=job["max_epochs"], patience=job["patience"], batch_size=job["batch_size"],
+                              lr=job["lr"], seed=job["seed"], accelerator=job["accelerator"])
+        res = train_generator(dm, vocab, cfg, checkpoint_dir=Path(job["work"]) / f"{job['variant']}-{job['seed']}",
+                              resume=False)
+        best = load_generator(res.best_checkpoint).to(_device(job["accelerator"]))
+        valid = evaluate_generator(best, dm.loader("valid"))
+        test = evaluate_generator(best, dm.loader("test"))
+        epochs = res.epochs_completed
+    return {"variant": job["variant"], "seed": job["seed"], "valid": valid, "test": test, "epochs": epochs,
+            "seconds": round(time.perf_counter() - started, 1), "accelerator": job["accelerator"],
+            "config": {k: job[k] for k in ("max_history", "batch_size", "lr", "max_epochs", "patience")}}
+
+
+def _device(accelerator: str) -> str:
+    import torch
+
+    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.train_variants", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tables", help="folder written by `python -m bench.scientific export-tables`")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "sasrec"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--extra-seeds-for", nargs="+", default=["deepinterestgr", "tiger", "sasrec"],
+                        help="variants run with every seed; the others only with the first")
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    parser.add_argument("--max-history", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--max-epochs", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--work", default=os.environ.get("TMPDIR", "/tmp") + "/digr-variants")
+    args = parser.parse_args(argv)
+    unknown = set(args.variants) - {*VARIANTS, "sasrec"}
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; known: {[*VARIANTS, 'sasrec']}")
+    common = {k: getattr(args, k) for k in ("accelerator", "threads", "max_history", "batch_size", "lr",
+                                            "max_epochs", "patience", "work")}
+    common["tables"] = args.tables
+    jobs = [{**common, "variant": v, "seed": s} for s in args.seeds for v in args.variants
+            if s == args.seeds[0] or v in args.extra_seeds_for]
+    started = time.perf_counter()
+    with open(args.out, "a") as out, mp.get_context("spawn").Pool(args.parallel) as pool:
+        for result in pool.imap_unordered(run_one, jobs):
+            out.write(json.dumps(result) + "\n")
+            out.flush()
+            if "error" in result:
+                print(f"{result['variant']} seed {result['seed']} FAILED: {result['traceback']}", flush=True)
+                continue
+            print(f"[{time.perf_counter() - started:6.0f} s] {result['variant']} seed {result['seed']}: "
+                  f"test ndcg@10 {result['test']['ndcg@10']:.4f} ({result['epochs']} epochs, {result['seconds']} s)",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
