@@ -28,6 +28,8 @@ FAILURE_COLUMNS = ["item_id", "miner", "stage", "reason", "raw_output"]
 EVIDENCE_COLUMNS = ["description", "categories", "brand", "image_url", "caption"]
 
 PHRASE_MAX_TOKENS = 24
+#: the answers shown in the few-shot prompts, normalised: an answer equal to one is a copy, not a descriptor
+FEW_SHOT_ANSWERS = frozenset(normalise_descriptor(answer) for examples in FEW_SHOT_SETS for _, answer in examples)
 # used when an endpoint returns no token log-probabilities for a phrase (counted in stats)
 FALLBACK_CONFIDENCE = 0.5
 SAMPLED_VARIANT_TEMPERATURE = 0.7
@@ -199,6 +201,10 @@ class _MinerRun:
                     phrase = clean_phrase(completion.text)
                 except ParseError as exc:
                     self._fail(item, "parse", str(exc), completion.text)
+                    continue
+                if normalise_descriptor(phrase) in FEW_SHOT_ANSWERS:
+                    # small models often repeat an example's answer: 24% of SmolLM2's answers on Scientific
+                    self._fail(item, "parse", "copied a few-shot example's answer", completion.text)
                     continue
                 confidence = self._confidence(completion)
                 norm = normalise_descriptor(phrase)

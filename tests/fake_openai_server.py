@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 INJECTION_MARKER = "ignore previous instructions"
+#: an item whose title holds this is answered with the prompt's first few-shot answer, as small models often do
+COPY_MARKER = "parrot"
 FAULTS = ("429", "500", "503", "400", "timeout", "malformed", "truncated", "bad_content", "no_choices")
 
 _TITLE = re.compile(r"Title: (.*)")
@@ -46,7 +48,10 @@ def _item_block(messages: list[dict]) -> str:
 
 def expected_phrase(messages: list[dict]) -> str:
     """The phrase the server answers for a free-text request (tests compare against it)."""
-    examples = "|".join(_text(m.get("content")) for m in messages if m.get("role") == "assistant")
+    answers = [_text(m.get("content")) for m in messages if m.get("role") == "assistant"]
+    if COPY_MARKER in item_title(messages).lower() and answers:
+        return answers[0]
+    examples = "|".join(answers)
     variant = hashlib.sha256(examples.encode()).hexdigest()[:4]
     return f"using {item_title(messages).lower()} for project {variant}"
 

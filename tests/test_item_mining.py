@@ -226,3 +226,19 @@ def test_captions_only_for_items_with_images_and_failures_recorded() -> None:
     assert "factual" in system and "identity" in system
     assert {p["image_url"]["url"] for b in bodies for p in b["messages"][1]["content"] if p["type"] == "image_url"} \
         == {"http://img/1.jpg", "http://img/3.jpg", "http://img/5.jpg"}
+
+
+def test_copies_of_a_few_shot_answer_are_failures_not_descriptors() -> None:
+    from mining.item_mining import FEW_SHOT_ANSWERS
+    from mining.parsing import normalise_descriptor
+
+    items = _items(3)
+    items.loc[1, "title"] = "Parrot Cage Cleaner"  # the server answers this one with the first example's answer
+    with FakeOpenAIServer() as server:
+        backend, cfg = _miner(server, "few_shot_phrase")
+        result = mine_item_interests(items, [backend], [cfg], MemoryCallCache(), progress=False)
+    copied = result.failures[result.failures["reason"] == "copied a few-shot example's answer"]
+    assert set(copied["item_id"]) == {"i1"} and len(copied) == cfg.n_descriptors
+    assert "i1" not in set(result.interests["item_id"])
+    assert set(result.interests["item_id"]) == {"i0", "i2"}
+    assert not set(result.interests["descriptor"].map(normalise_descriptor)) & FEW_SHOT_ANSWERS
