@@ -95,9 +95,12 @@ def config_of(context: dg.AssetExecutionContext, asset: str, config_class: type[
     return config_class(**(ops.get(asset, {}).get("config", {}) or {}))
 
 
-def latest_metadata(context: dg.AssetExecutionContext, asset: str) -> dict:
-    """Plain values of the metadata of ``asset``'s latest materialisation (the lineage this run builds on)."""
+def latest_metadata(context: dg.AssetExecutionContext, asset: str, *, required: bool = True) -> dict | None:
+    """Plain values of the metadata of ``asset``'s latest materialisation (the lineage this run builds on);
+    ``None`` when there is none and it is not ``required``."""
     event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
     if event is None or event.asset_materialization is None:
+        if not required:
+            return None
         raise dg.Failure(f"{asset} has no materialisation; materialise it first")
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}

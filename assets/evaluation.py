@@ -57,11 +57,10 @@ def _variant_rows(context: dg.AssetExecutionContext, splits_hash: str | None) ->
 
     rows, skipped = [], {}
     for asset, name, kind, prefix, note in VARIANTS:
-        event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
-        if event is None or event.asset_materialization is None:
+        meta = latest_metadata(context, asset, required=False)
+        if meta is None:
             skipped[asset] = "not materialised"
             continue
-        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
         trained_on = ((meta.get("lineage") or {}).get("interaction_splits") or {}).get("content_hash")
         if splits_hash is None or trained_on != splits_hash:
             skipped[asset] = f"trained on another split ({trained_on}), rematerialise it"
@@ -123,7 +122,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
             for split in ("valid", "test"):
                 results.append(ModelResult("GRPO policy (not shipped)", split, _metrics(grpo, split, "policy_"),
                                            "ablation", notes="the GRPO-trained model the pipeline rejected"))
-        splits_hash = (latest_metadata(context, "interaction_splits") or {}).get("content_hash")
+        splits_hash = latest_metadata(context, "interaction_splits").get("content_hash")
         variant_rows, skipped = _variant_rows(context, splits_hash)
         results += variant_rows
         report = build_report(results)

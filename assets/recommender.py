@@ -54,7 +54,7 @@ def _vocab(warehouse: Warehouse, table: str = "semantic_ids", context: dg.AssetE
 
     sid_frame = warehouse.read(table, order_by="item_id")
     if context is not None:  # training must see exactly the SIDs the codebook asset wrote
-        recorded = (latest_metadata(context, table) or {}).get("content_hash")
+        recorded = latest_metadata(context, table).get("content_hash")
         actual = frame_hash(sid_frame)
         if recorded is not None and actual != recorded:
             raise dg.Failure(f"table {table} was altered after its materialisation (content hash {actual} != "

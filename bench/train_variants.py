@@ -88,10 +88,11 @@ def _run(job: dict) -> dict:
             "config": {k: job[k] for k in ("max_history", "batch_size", "lr", "max_epochs", "patience")}}
 
 
-def _device(accelerator: str) -> str:
-    import torch
+def _device(accelerator: str):
+    """Where the best checkpoint is evaluated: where Lightning trained it."""
+    from mining.transformers_backend import resolve_device
 
-    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+    return resolve_device("cpu" if accelerator == "cpu" else "auto")
 
 
 def main(argv: list[str] | None = None) -> int:
