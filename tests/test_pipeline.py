@@ -90,6 +90,19 @@ def test_whole_graph_materialises_and_is_consistent(digr_env, monkeypatch, capsy
 
         report = result.asset_materializations_for_node("evaluation_report")[0].metadata
         assert "SASRec" in report["table"].value and "most-popular" in report["table"].value
+        # the TIGER-style baseline and every ablation trained on this split are in the table
+        for row in ("TIGER-style (no interests)", "w/o interests in item text", "w/o user-interest tokens",
+                    "GRPO w/o q term (alpha=0)", "w/o GRPO (SFT)"):
+            assert row in report["table"].value, row
+        assert report["variants_not_shown"].value == "none"
+        # variants train exactly like the SFT model (its run config), only their own switch flipped
+        params = {r.info.run_name: r.data.params for r in runs}
+        for variant, interests in (("tiger_baseline", "False"), ("ablation_no_user_tokens", "False"),
+                                   ("ablation_no_item_interests", "True")):
+            assert params[variant]["config.d_model"] == "32" and params[variant]["config.max_epochs"] == "3"
+            assert params[variant]["config.use_user_interests"] == interests
+        assert params["tiger_baseline"]["config.sids"] == "semantic_ids_plain"
+        assert params["ablation_no_q_term"]["config.alpha"] == "0.0"
         champion = result.asset_materializations_for_node("champion_model")[0].metadata
         assert champion["alias"].value == "champion" and str(champion["version"].value) == "1"  # first model
         served = mlflow.pyfunc.load_model("models:/digr-e2e@champion")
