@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 # converted SmolLM2 weights (GGUF → safetensors once, then seconds to load)
 export DIGR_MODEL_CACHE ?= $(DIGR_HOME)/models
 
-.PHONY: setup demo test test-fast dev mlflow-ui bench bench-scientific lint clean
+.PHONY: setup demo test test-fast dev mlflow-ui bench bench-micro bench-scientific lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,12 +53,18 @@ dev: setup
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
 
+## bench: micro-benchmarks + the whole graph on Amazon Scientific (2-core CPU budget) + per-stage scaling;
+## writes BENCHMARKS.md's generated section ($$DIGR_SCIENTIFIC_DATA, default ../shared/data/amazon-scientific)
 bench: setup
 	$(PY) -m bench
 
-## bench-scientific: the whole graph on Amazon Scientific + every variant and baseline (see BENCHMARKS.md)
+bench-micro: setup
+	$(PY) -m bench --micro-only
+
+## bench-scientific: only the Scientific graph and the scaling table (see BENCHMARKS.md)
 bench-scientific: setup
 	$(PY) -m bench.scientific all
+	$(PY) -m bench.scientific scale
 
 lint: setup
 	$(VENV)/bin/ruff check .

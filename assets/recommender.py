@@ -46,6 +46,9 @@ class GrpoConfig(dg.Config):
     lambda_valid: float = 0.1
     lambda_pref: float = 0.3
     alpha: float = Field(default=0.5, description="weight of the item-quality term q_target (0 = ablation)")
+    max_batches_per_epoch: int | None = Field(
+        default=None, description="train on this many shuffled batches per epoch (None = all samples): caps the "
+                                  "cost of GRPO's group sampling on large catalogues")
     seed: int = 0
 
 
@@ -213,7 +216,7 @@ def train_grpo_stage(context: dg.AssetExecutionContext, config: GrpoConfig, ware
     q = dict(zip(quality["item_id"].astype(str), quality["q"].astype(float), strict=True))
     grpo_config = GRPOConfig(
         group_size=config.group_size, max_epochs=config.max_epochs, lr=config.lr, kl_beta=config.kl_beta,
-        clip_eps=config.clip_eps, seed=config.seed,
+        clip_eps=config.clip_eps, seed=config.seed, max_batches_per_epoch=config.max_batches_per_epoch,
         reward=RewardConfig(lambda_valid=config.lambda_valid, lambda_pref=config.lambda_pref, alpha=config.alpha))
     ckpt_dir = (settings.checkpoints_dir() / context.asset_key.to_user_string()
                 / _run_key(config.model_dump(), sha256_file(sft_path)))

@@ -1,6 +1,8 @@
 """The real-data benchmark on Amazon Scientific: the whole asset graph, every stage timed.
 
-    python -m bench.scientific all [--llm-answers F] [--seeds 0 1 2]  # everything below, then the report
+    python -m bench.scientific all [--llm-answers F]   # whole graph at the 2-core CPU budget, each stage timed
+    python -m bench.scientific scale [--fractions 0.25 0.5]  # the same stages on user subsamples (+ 100% = all)
+    python -m bench.scientific variants [--accelerator gpu --seeds 0 1 2]  # quality: every variant × seeds
     python -m bench.scientific prepare            # ingest + split + captions into the bench home
     python -m bench.scientific export-llm FILE    # mining calls the cache lacks (answer them on a GPU box)
     python -m bench.scientific import-llm FILE    # answers from `python -m mining.offline_batch answer`
@@ -53,6 +55,27 @@ def base_ops() -> dict:
     }
 
 
+def cpu_ops() -> dict:
+    """``base_ops`` plus the 2-core CPU budget of ``all``/``scale``: 3 SFT epochs (≈ 4 min each on Scientific),
+    GRPO 2 epochs of 16 batches, SASRec at most 30 epochs; the ablations copy these through their reference."""
+    return {**base_ops(),
+            "recommender_sft": {"config": {"max_history": 50, "max_epochs": 3}},
+            "recommender_grpo": {"config": {"max_epochs": 2, "max_batches_per_epoch": 16}},
+            "evaluation_report": {"config": {"sasrec_max_epochs": 30}}}
+
+
+#: every stage of ``all`` in dependency order, one child process each (its own wall time and peak memory);
+#: a list entry materialises its assets together (the ingest multi-asset)
+NIGHTLY_STAGES: list[list[str]] = [
+    ["raw_interactions", "items"], ["interaction_splits"], ["item_captions"], ["item_interests"],
+    ["interest_rewards"], ["user_interests"], ["item_embeddings"], ["semantic_ids"], ["recommender_sft"],
+    ["recommender_grpo"], ["evaluation_report"]]
+STUDY_STAGES: list[list[str]] = [
+    *NIGHTLY_STAGES[:-1], ["item_embeddings_plain"], ["semantic_ids_plain"], ["tiger_baseline"],
+    ["ablation_no_item_interests"], ["ablation_no_user_tokens"], ["ablation_no_q_term"], ["evaluation_report"],
+    ["champion_model"]]
+
+
 def _materialise(selection: list[str], ops: dict) -> None:
     import dagster as dg
 
@@ -72,8 +95,50 @@ def cmd_prepare(_args: argparse.Namespace) -> int:
 
 
 def cmd_materialise(args: argparse.Namespace) -> int:
-    _materialise(args.assets, base_ops())
+    _materialise(args.assets, cpu_ops() if args.cpu_budget else base_ops())
     return 0
+
+
+def run_stages(stages: list[list[str]], log: Path) -> list[dict]:
+    """Materialise each stage in its own child process (CPU budget config); one JSON line per stage in ``log``
+    with the Dagster step time, the process's wall time and its peak RSS. Stops at the first failing stage."""
+    import json
+    import subprocess
+    import time
+
+    rows = []
+    with open(log, "a") as out:
+        for assets in stages:
+            started = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-m", "bench.scientific", "materialise", "--cpu-budget", *assets],
+                                    cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            wall = time.perf_counter() - started
+            if proc.returncode != 0:
+                raise SystemExit(f"stage {assets} failed (exit {proc.returncode}); see the log above")
+            row = {"stage": "+".join(assets), "process_s": round(wall, 1), "step_s": _step_seconds(assets[0]),
+                   "peak_rss_mib": round(usage.ru_maxrss / 1024), "home": str(HOME)}
+            rows.append(row)
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            print(f"[bench] {row['stage']}: step {row['step_s']} s, process {row['process_s']} s, "
+                  f"peak RSS {row['peak_rss_mib']} MiB", flush=True)
+    return rows
+
+
+def _step_seconds(asset: str) -> float | None:
+    """Duration of the step that last materialised ``asset`` (from the Dagster instance)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        if event is None:
+            return None
+        for step in instance.get_run_step_stats(event.run_id):
+            if step.end_time is not None and step.step_key in (asset, "ingest_source"):
+                return round(step.end_time - step.start_time, 1)
+    return None
 
 
 def _mining_requests():
@@ -117,7 +182,7 @@ def cmd_export_tables(args: argparse.Namespace) -> int:
     warehouse = Warehouse()
     encoder = TextEncoderResource().get()
     sft = SftConfig()
-    for name in ("interaction_splits", "semantic_ids", "semantic_ids_plain"):
+    for name in ("interaction_splits", "semantic_ids", "semantic_ids_plain", "item_quality"):
         warehouse.read(name).to_parquet(out / f"{name}.parquet", index=False)
     for suffix in ("", "_plain"):
         vocab, _ = _vocab(warehouse, f"semantic_ids{suffix}")
@@ -133,6 +198,7 @@ PUBLISHED = {  # this exact split, full ranking (UniSRec/VQ-Rec papers): (R@10, 
     "SASRec": (0.1080, 0.0553), "UniSRec": (0.1235, 0.0634), "VQ-Rec": (0.1211, 0.0643)}
 NAMES = {"deepinterestgr": "DeepInterestGR (SFT)", "tiger": "TIGER-style (no interests)",
          "no_item_interests": "w/o interests in item text", "no_user_tokens": "w/o user-interest tokens",
+         "grpo": "GRPO policy (α = 0.5, from the SFT run)", "grpo_no_q": "GRPO policy without q (α = 0)",
          "sasrec": "SASRec (ours)"}
 
 
@@ -208,13 +274,135 @@ TABLE_ASSETS = ["item_captions", "item_interests", "interest_rewards", "user_int
 
 
 def cmd_all(args: argparse.Namespace) -> int:
-    """Everything: ingest, mine (cache first), codebooks, export, train every variant, report."""
-    import subprocess
-
-    cmd_prepare(args)
+    """The whole graph (full_study's assets) at the CPU budget, stage by stage, then the report."""
+    log = HOME / "stages.jsonl"
+    log.unlink(missing_ok=True)
+    run_stages(STUDY_STAGES[:1], log)
     if args.llm_answers:
         cmd_import_llm(argparse.Namespace(file=args.llm_answers))
-    _materialise(TABLE_ASSETS, base_ops())
+    run_stages(STUDY_STAGES[1:], log)
+    report = graph_report(log)
+    print(report)
+    (HOME / "report.md").write_text(report + "\n")
+    return 0
+
+
+def graph_report(log: Path) -> str:
+    """Markdown: dataset, the evaluation_report table of this home, the stage costs of ``log``."""
+    import json
+
+    from digr_dagster.resources.warehouse import Warehouse
+
+    rows = [json.loads(line) for line in open(log) if line.strip()]
+    quality = Warehouse().read("evaluation_results")
+    quality = quality[quality["split"] == "test"].pivot_table(index="model", columns="metric", values="value")
+    lines = ["| model | " + " | ".join(quality.columns) + " |", "|---" * (len(quality.columns) + 1) + "|"]
+    lines += [f"| {m} | " + " | ".join(f"{v:.4f}" for v in r) + " |" for m, r in quality.iterrows()]
+    stages = ["| stage | step s | process s | peak RSS MiB |", "|---|---|---|---|"]
+    stages += [f"| {r['stage']} | {r['step_s']} | {r['process_s']} | {r['peak_rss_mib']} |" for r in rows]
+    total = sum(r["process_s"] for r in rows)
+    return ("#### Dataset\n\n" + dataset_table() + "\n\n#### Test split (CPU budget, seed 0)\n\n" + "\n".join(lines)
+            + "\n\n#### Stages\n\n" + "\n".join(stages) + f"\n\ntotal {total / 60:.1f} min\n")
+
+
+def write_subsample(src: Path, dst: Path, fraction: float, *, seed: int = 0) -> dict:
+    """A RecBole (UniSRec layout) copy of ``src`` with a seeded ``fraction`` of the users, their rows of every
+    split file, and only the items those rows name; returns its user/item/row counts."""
+    import numpy as np
+
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    stem = "Scientific"
+    users = pd.read_csv(src / f"{stem}.user2index", sep="\t", header=None, names=["user", "index"], dtype=str)
+    keep = set(users["index"].iloc[np.sort(np.random.default_rng(seed).choice(
+        len(users), size=max(1, round(fraction * len(users))), replace=False))])
+    dst.mkdir(parents=True, exist_ok=True)
+    items: set[str] = set()
+    rows = 0
+    for split in ("train", "valid", "test"):
+        frame = pd.read_csv(src / f"{stem}.{split}.inter", sep="\t", dtype=str)
+        frame = frame[frame["user_id:token"].isin(keep)]
+        rows += len(frame)
+        for history, target in zip(frame["item_id_list:token_seq"], frame["item_id:token"], strict=True):
+            items.update(history.split())
+            items.add(target)
+        frame.to_csv(dst / f"{stem}.{split}.inter", sep="\t", index=False)
+    users[users["index"].isin(keep)].to_csv(dst / f"{stem}.user2index", sep="\t", header=False, index=False)
+    item_index = pd.read_csv(src / f"{stem}.item2index", sep="\t", header=None, names=["item", "index"], dtype=str)
+    item_index = item_index[item_index["index"].isin(items)]
+    item_index.to_csv(dst / f"{stem}.item2index", sep="\t", header=False, index=False)
+    text = pd.read_csv(src / f"{stem}.text", sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    text[text["item_id:token"].isin(set(item_index["item"]))].to_csv(dst / f"{stem}.text", sep="\t", index=False,
+                                                                    quoting=3)
+    return {"users": len(keep), "items": len(item_index), "rows": rows}
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    """The nightly stages at each fraction of the users, each in its own bench home; 100% is ``all``'s log."""
+    import json
+    import subprocess
+
+    logs = {}
+    for fraction in args.fractions:
+        home = HOME / "scale" / f"{round(fraction * 100)}pct"
+        counts = write_subsample(DATA, home / "data", fraction, seed=args.seed)
+        print(f"[bench] {fraction:.0%}: {counts}", flush=True)
+        log = home / "stages.jsonl"
+        log.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "bench.scientific", "stages", str(log)]
+        if args.llm_answers:
+            cmd += ["--llm-answers", args.llm_answers]
+        subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                       "DIGR_BENCH_HOME": str(home),
+                                                       "DIGR_SCIENTIFIC_DATA": str(home / "data")})
+        logs[fraction] = log
+    if (HOME / "stages.jsonl").exists():
+        logs[1.0] = HOME / "stages.jsonl"
+    table = scaling_table({f: [json.loads(line) for line in open(p) if line.strip()] for f, p in logs.items()})
+    print(table)
+    (HOME / "scaling.md").write_text(table + "\n")
+    return 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    """The nightly stages in this home (used by ``scale`` for each subsample)."""
+    log = Path(args.log)
+    run_stages(NIGHTLY_STAGES[:1], log)
+    if args.llm_answers:
+        cmd_import_llm(argparse.Namespace(file=args.llm_answers))
+    run_stages(NIGHTLY_STAGES[1:], log)
+    return 0
+
+
+SCALING_ROWS = {"item_interests": "mining (LLM answers cached) + merge", "interest_rewards": "judging (RLDI)",
+                "item_embeddings": "embedding (MiniLM)", "semantic_ids": "RQ-VAE", "recommender_sft": "SFT",
+                "recommender_grpo": "GRPO", "evaluation_report": "evaluation"}
+
+
+def scaling_table(runs: dict[float, list[dict]]) -> str:
+    """Markdown: Dagster step seconds per stage at each fraction, with the ratio to the smallest fraction."""
+    fractions = sorted(runs)
+    by = {f: {r["stage"]: r for r in rows} for f, rows in runs.items()}
+    head = "| stage | " + " | ".join(f"{f:.0%} s (× {fractions[0]:.0%}) | peak MiB" for f in fractions) + " |"
+    lines = [head, "|---" * (1 + 2 * len(fractions)) + "|"]
+    for stage, label in SCALING_ROWS.items():
+        base = by[fractions[0]].get(stage, {}).get("step_s")
+        cells = []
+        for f in fractions:
+            row = by[f].get(stage)
+            if row is None or row["step_s"] is None:
+                cells += ["–", "–"]
+                continue
+            ratio = f" (× {row['step_s'] / base:.2f})" if base else ""
+            cells += [f"{row['step_s']:.0f}{ratio}", str(row["peak_rss_mib"])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cmd_variants(args: argparse.Namespace) -> int:
+    """Quality half: export the tables, train every generator variant, GRPO and SASRec × seeds, report."""
+    import subprocess
+
     tables = HOME / "tables"
     cmd_export_tables(argparse.Namespace(dir=str(tables)))
     results = HOME / "results.jsonl"
@@ -241,15 +429,27 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("prepare").set_defaults(func=cmd_prepare)
-    every = sub.add_parser("all", help="the whole benchmark: graph on Scientific, every variant, report")
-    every.add_argument("--llm-answers", help="answers file to import into the call cache first")
-    every.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    every.add_argument("--accelerator", default="auto")
-    every.add_argument("--parallel", type=int, default=1)
-    every.add_argument("--max-epochs", type=int, default=20)
+    every = sub.add_parser("all", help="the whole graph at the CPU budget, each stage timed, then the report")
+    every.add_argument("--llm-answers", help="answers file to import into the call cache after ingestion")
     every.set_defaults(func=cmd_all)
+    scale = sub.add_parser("scale", help="the nightly stages on user subsamples; 100%% comes from `all`")
+    scale.add_argument("--fractions", nargs="+", type=float, default=[0.25, 0.5])
+    scale.add_argument("--seed", type=int, default=0)
+    scale.add_argument("--llm-answers")
+    scale.set_defaults(func=cmd_scale)
+    stages = sub.add_parser("stages", help=argparse.SUPPRESS)
+    stages.add_argument("log")
+    stages.add_argument("--llm-answers")
+    stages.set_defaults(func=cmd_stages)
+    var = sub.add_parser("variants", help="every generator variant, GRPO and SASRec × seeds (any accelerator)")
+    var.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    var.add_argument("--accelerator", default="auto")
+    var.add_argument("--parallel", type=int, default=1)
+    var.add_argument("--max-epochs", type=int, default=20)
+    var.set_defaults(func=cmd_variants)
     mat = sub.add_parser("materialise", help="materialise these assets with the benchmark config")
     mat.add_argument("assets", nargs="+")
+    mat.add_argument("--cpu-budget", action="store_true", help="the CPU budget config of `all` (cpu_ops)")
     mat.set_defaults(func=cmd_materialise)
     exp = sub.add_parser("export-llm")
     exp.add_argument("file")

@@ -26,6 +26,8 @@ VARIANTS = {
     "no_item_interests": ("semantic_ids_plain", "user_interest_tokens_plain"),
     "no_user_tokens": ("semantic_ids", None),
 }
+#: GRPO variant → weight α of the item-quality term; both start from the ``deepinterestgr`` SFT run of their seed
+GRPO_VARIANTS = {"grpo": 0.5, "grpo_no_q": 0.0}
 
 
 def _tokens(tables: Path, name: str | None):
@@ -57,6 +59,8 @@ def _run(job: dict) -> dict:
     tables = Path(job["tables"])
     splits = pd.read_parquet(tables / "interaction_splits.parquet")
     started = time.perf_counter()
+    if job["variant"] in GRPO_VARIANTS:
+        return _run_grpo(job, splits, started)
     if job["variant"] == "sasrec":
         from evaluation.sasrec import SASRecConfig, evaluate_sasrec, train_sasrec
 
@@ -83,9 +87,43 @@ def _run(job: dict) -> dict:
         valid = evaluate_generator(best, dm.loader("valid"))
         test = evaluate_generator(best, dm.loader("test"))
         epochs = res.epochs_completed
+        return {**_record(job, valid, test, epochs, started), "checkpoint": str(res.best_checkpoint)}
+    return _record(job, valid, test, epochs, started)
+
+
+def _record(job: dict, valid: dict, test: dict, epochs: int, started: float, **extra) -> dict:
     return {"variant": job["variant"], "seed": job["seed"], "valid": valid, "test": test, "epochs": epochs,
             "seconds": round(time.perf_counter() - started, 1), "accelerator": job["accelerator"],
-            "config": {k: job[k] for k in ("max_history", "batch_size", "lr", "max_epochs", "patience")}}
+            "config": {k: job[k] for k in ("max_history", "batch_size", "lr", "max_epochs", "patience")}, **extra}
+
+
+def _run_grpo(job: dict, splits, started: float) -> dict:
+    """GRPO from the seed's DeepInterestGR SFT checkpoint; the record holds the GRPO policy's metrics (the
+    model GRPO trained) and which model the pipeline would ship (``kept``: GRPO only when validation improves)."""
+    import pandas as pd
+
+    from training.generator import evaluate_generator, load_generator
+    from training.grpo import GRPOConfig, train_grpo
+    from training.rewards import RewardConfig
+    from training.sequence_data import SequenceDataModule
+    from training.sid_vocab import SidVocab
+
+    tables = Path(job["tables"])
+    sid_table, token_table = VARIANTS["deepinterestgr"]
+    vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{sid_table}.parquet").sort_values("item_id"))
+    dm = SequenceDataModule(splits, vocab, max_history=job["max_history"], batch_size=job["batch_size"],
+                            eval_batch_size=512, seed=job["seed"], user_prefix=_tokens(tables, token_table))
+    quality = pd.read_parquet(tables / "item_quality.parquet")
+    q = dict(zip(quality["item_id"].astype(str), quality["q"].astype(float), strict=True))
+    cfg = GRPOConfig(max_epochs=job["grpo_epochs"], seed=job["seed"],
+                     reward=RewardConfig(alpha=GRPO_VARIANTS[job["variant"]]))
+    res = train_grpo(job["sft_checkpoint"], dm, vocab, q, cfg, resume=False,
+                     checkpoint_dir=Path(job["work"]) / f"{job['variant']}-{job['seed']}")
+    policy = load_generator(res.grpo_checkpoint).to(_device(job["accelerator"]))
+    valid = evaluate_generator(policy, dm.loader("valid"))
+    test = evaluate_generator(policy, dm.loader("test"))
+    return _record(job, valid, test, len(res.history), started, kept=res.kept, alpha=cfg.reward.alpha,
+                   sft_valid_ndcg10=res.sft_val_ndcg, grpo_epochs=job["grpo_epochs"])
 
 
 def _device(accelerator: str):
@@ -100,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tables", help="folder written by `python -m bench.scientific export-tables`")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "sasrec"])
+    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "sasrec", *GRPO_VARIANTS])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--extra-seeds-for", nargs="+", default=["deepinterestgr", "tiger", "sasrec"],
                         help="variants run with every seed; the others only with the first")
@@ -112,28 +150,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--grpo-epochs", type=int, default=2, help="GRPO epochs after each DeepInterestGR SFT run")
     parser.add_argument("--work", default=os.environ.get("TMPDIR", "/tmp") + "/digr-variants")
     args = parser.parse_args(argv)
-    unknown = set(args.variants) - {*VARIANTS, "sasrec"}
+    known = [*VARIANTS, "sasrec", *GRPO_VARIANTS]
+    unknown = set(args.variants) - set(known)
     if unknown:
-        parser.error(f"unknown variants {sorted(unknown)}; known: {[*VARIANTS, 'sasrec']}")
+        parser.error(f"unknown variants {sorted(unknown)}; known: {known}")
+    grpo = [v for v in args.variants if v in GRPO_VARIANTS]
+    if grpo and "deepinterestgr" not in args.variants:
+        parser.error(f"{grpo} start from the deepinterestgr SFT runs: add deepinterestgr to --variants")
     common = {k: getattr(args, k) for k in ("accelerator", "threads", "max_history", "batch_size", "lr",
-                                            "max_epochs", "patience", "work")}
+                                            "max_epochs", "patience", "work", "grpo_epochs")}
     common["tables"] = args.tables
     jobs = [{**common, "variant": v, "seed": s} for s in args.seeds for v in args.variants
-            if s == args.seeds[0] or v in args.extra_seeds_for]
+            if v not in GRPO_VARIANTS and (s == args.seeds[0] or v in args.extra_seeds_for)]
     started = time.perf_counter()
     with open(args.out, "a") as out, mp.get_context("spawn").Pool(args.parallel) as pool:
-        for result in pool.imap_unordered(run_one, jobs):
-            out.write(json.dumps(result) + "\n")
-            out.flush()
-            if "error" in result:
-                print(f"{result['variant']} seed {result['seed']} FAILED: {result['traceback']}", flush=True)
-                continue
-            print(f"[{time.perf_counter() - started:6.0f} s] {result['variant']} seed {result['seed']}: "
-                  f"test ndcg@10 {result['test']['ndcg@10']:.4f} ({result['epochs']} epochs, {result['seconds']} s)",
-                  flush=True)
+        sft_runs = _run_all(pool, jobs, out, started)
+        # second phase: GRPO from each finished DeepInterestGR SFT run of a seed the GRPO variants take
+        grpo_jobs = [{**common, "variant": v, "seed": r["seed"], "sft_checkpoint": r["checkpoint"]}
+                     for r in sft_runs if r["variant"] == "deepinterestgr" and "error" not in r for v in grpo
+                     if r["seed"] == args.seeds[0] or v in args.extra_seeds_for]
+        _run_all(pool, grpo_jobs, out, started)
     return 0
+
+
+def _run_all(pool, jobs: list[dict], out, started: float) -> list[dict]:
+    results = []
+    for result in pool.imap_unordered(run_one, jobs):
+        results.append(result)
+        out.write(json.dumps(result) + "\n")
+        out.flush()
+        if "error" in result:
+            print(f"{result['variant']} seed {result['seed']} FAILED: {result['traceback']}", flush=True)
+            continue
+        print(f"[{time.perf_counter() - started:6.0f} s] {result['variant']} seed {result['seed']}: "
+              f"test ndcg@10 {result['test']['ndcg@10']:.4f} ({result['epochs']} epochs, {result['seconds']} s)",
+              flush=True)
+    return results
 
 
 if __name__ == "__main__":

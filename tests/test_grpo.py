@@ -164,3 +164,17 @@ def test_grpo_bad_input(weak_sft, tmp_path):
         train_grpo(sft.last_checkpoint, dm, other, {}, GRPOConfig(), checkpoint_dir=tmp_path)
     with pytest.raises(NotImplementedError, match="t5"):
         GRPOModule(vocab, GeneratorConfig(arch="causal_lm_lora", lora_r=0), GRPOConfig(), {})
+
+
+def test_grpo_max_batches_per_epoch_caps_each_epoch(weak_sft, tmp_path):
+    vocab, _, sft = weak_sft
+    dm = SequenceDataModule(toy_splits(), vocab, batch_size=4, seed=0, max_history=3)
+    dm.setup("fit")
+    full = len(dm.train_dataloader())
+    assert full > 2  # the cap below must bite
+    config = GRPOConfig(group_size=4, max_epochs=2, updates_per_batch=1, max_batches_per_epoch=2, seed=0)
+    train_grpo(sft.last_checkpoint, dm, vocab, QUALITY, config, checkpoint_dir=tmp_path)
+    # manual optimisation: one optimizer step per (batch, update); 2 epochs × 2 batches
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 4
+    with pytest.raises(ValueError, match="max_batches_per_epoch"):
+        GRPOConfig(max_batches_per_epoch=0)

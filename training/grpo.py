@@ -50,6 +50,8 @@ class GRPOConfig:
     gradient_clip_val: float = 1.0
     max_epochs: int = 3
     val_every_n_epochs: int = 1
+    #: cap on training batches per epoch (a shuffled subset each epoch); None = every training sample
+    max_batches_per_epoch: int | None = None
     adv_eps: float = 1e-6
     seed: int = 0
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -63,6 +65,8 @@ class GRPOConfig:
             raise ValueError("temperature and clip_eps must be > 0 and kl_beta >= 0")
         if min(self.updates_per_batch, self.max_epochs, self.val_every_n_epochs) < 1:
             raise ValueError("updates_per_batch, max_epochs and val_every_n_epochs must be >= 1")
+        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
+            raise ValueError(f"max_batches_per_epoch must be >= 1 or None, got {self.max_batches_per_epoch}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GRPOConfig:
@@ -185,7 +189,7 @@ class GRPOModule(GeneratorModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         # seeded by step, so sampling is reproducible and unaffected by resuming
-        gen = torch.Generator().manual_seed(self.grpo.seed * 1_000_003 + self.global_step)
+        gen = torch.Generator(device=self.device).manual_seed(self.grpo.seed * 1_000_003 + self.global_step)
         tokens, _, rewards = self.sample_group(batch, gen)
         b, g, t = tokens.shape
         r = rewards.total
@@ -274,6 +278,8 @@ def train_grpo(
 ) -> GRPOResult:
     """GRPO from an SFT checkpoint; returns ``kept="sft"`` when validation NDCG@10 got worse."""
     sft = load_generator(sft_checkpoint)
+    if sft.config.accelerator != "cpu" and torch.cuda.is_available():
+        sft = sft.to("cuda")  # the baseline evaluation runs where training does
     if sft.vocab.item_ids != vocab.item_ids or sft.vocab.vocab_size != vocab.vocab_size:
         raise ValueError("the SFT checkpoint was trained on a different SID vocabulary than the one given")
     if len(datamodule.val_dataloader().dataset) == 0:
@@ -290,6 +296,7 @@ def train_grpo(
     trainer = make_trainer(
         sft.config, checkpoint_dir, max_epochs or config.max_epochs, logger, callbacks,
         gradient_clip_val=None, check_val_every_n_epoch=config.val_every_n_epochs,
+        limit_train_batches=config.max_batches_per_epoch or 1.0,
     )
     if logger is not None:
         logger.log_metrics({f"sft_val_{k}": v for k, v in sft_metrics.items()}, step=0)
