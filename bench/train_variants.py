@@ -76,7 +76,8 @@ def _run(job: dict) -> dict:
         from training.sid_vocab import SidVocab
 
         sid_table, token_table = VARIANTS[job["variant"]]
-        vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{sid_table}.parquet").sort_values("item_id"))
+        vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{sid_table}{job['sid_suffix']}.parquet")
+                                    .sort_values("item_id"))
         dm = SequenceDataModule(splits, vocab, max_history=job["max_history"], batch_size=job["batch_size"],
                                 eval_batch_size=512, seed=job["seed"], user_prefix=_tokens(tables, token_table))
         cfg = GeneratorConfig(max_epochs=job["max_epochs"], patience=job["patience"], batch_size=job["batch_size"],
@@ -94,7 +95,8 @@ def _run(job: dict) -> dict:
 def _record(job: dict, valid: dict, test: dict, epochs: int, started: float, **extra) -> dict:
     return {"variant": job["variant"], "seed": job["seed"], "valid": valid, "test": test, "epochs": epochs,
             "seconds": round(time.perf_counter() - started, 1), "accelerator": job["accelerator"],
-            "config": {k: job[k] for k in ("max_history", "batch_size", "lr", "max_epochs", "patience")}, **extra}
+            "config": {k: job[k] for k in ("max_history", "batch_size", "lr", "max_epochs", "patience", "sid_suffix")},
+            **extra}
 
 
 def _run_grpo(job: dict, splits, started: float) -> dict:
@@ -110,7 +112,8 @@ def _run_grpo(job: dict, splits, started: float) -> dict:
 
     tables = Path(job["tables"])
     sid_table, token_table = VARIANTS["deepinterestgr"]
-    vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{sid_table}.parquet").sort_values("item_id"))
+    vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{sid_table}{job['sid_suffix']}.parquet")
+                                .sort_values("item_id"))
     dm = SequenceDataModule(splits, vocab, max_history=job["max_history"], batch_size=job["batch_size"],
                             eval_batch_size=512, seed=job["seed"], user_prefix=_tokens(tables, token_table))
     quality = pd.read_parquet(tables / "item_quality.parquet")
@@ -150,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--sid-suffix", default="", help="read semantic_ids<SUFFIX> / semantic_ids_plain<SUFFIX> "
+                        "(codebooks trained with another RQ-VAE seed, to measure the codebook's share of the variance)")
     parser.add_argument("--grpo-epochs", type=int, default=2, help="GRPO epochs after each DeepInterestGR SFT run")
     parser.add_argument("--work", default=os.environ.get("TMPDIR", "/tmp") + "/digr-variants")
     args = parser.parse_args(argv)
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if grpo and "deepinterestgr" not in args.variants:
         parser.error(f"{grpo} start from the deepinterestgr SFT runs: add deepinterestgr to --variants")
     common = {k: getattr(args, k) for k in ("accelerator", "threads", "max_history", "batch_size", "lr",
-                                            "max_epochs", "patience", "work", "grpo_epochs")}
+                                            "max_epochs", "patience", "work", "grpo_epochs", "sid_suffix")}
     common["tables"] = args.tables
     jobs = [{**common, "variant": v, "seed": s} for s in args.seeds for v in args.variants
             if v not in GRPO_VARIANTS and (s == args.seeds[0] or v in args.extra_seeds_for)]

@@ -9,7 +9,8 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,8 +115,19 @@ class DuckDBCallCache:
         self._table_ready = False
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        """A short-lived connection (the table is created on first use: one connection less per run)."""
+    @contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection, closed under the warehouse's open/close lock."""
+        from warehouse.tables import close
+
+        con = self._open_ready()
+        try:
+            yield con
+        finally:
+            close(con)
+
+    def _open_ready(self) -> duckdb.DuckDBPyConnection:
+        """A new connection (the table is created on first use: one connection less per run)."""
         con = self._open()
         if not self._table_ready:
             con.execute(
@@ -129,11 +141,13 @@ class DuckDBCallCache:
     def _open(self) -> duckdb.DuckDBPyConnection:
         import duckdb
 
+        from warehouse.tables import connect
+
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.02
         while True:
             try:
-                return duckdb.connect(self.db_path)
+                return connect(self.db_path)  # under the warehouse's open/close lock (a DuckDB thread race)
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
                     raise

@@ -1,7 +1,11 @@
 """The DuckDB warehouse: atomic table replacement and reads (no Dagster imports)."""
 
 from warehouse.tables import (
+    OPEN_CLOSE_LOCK,
     TableWriteError,
+    close,
+    connect,
+    connection,
     read_table,
     replace_table,
     replace_tables,
@@ -10,7 +14,11 @@ from warehouse.tables import (
 )
 
 __all__ = [
+    "OPEN_CLOSE_LOCK",
     "TableWriteError",
+    "close",
+    "connect",
+    "connection",
     "read_table",
     "replace_table",
     "replace_tables",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -27,6 +29,36 @@ class TableWriteError(RuntimeError):
 # file lock already admits one writer at a time.
 _WRITE_LOCKS: dict[str, threading.RLock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
+
+
+# DuckDB 2.0 shares one database instance between the connections of a process to a file. A thread that
+# opens a connection while another thread is creating or tearing down that instance can get it before the
+# Python client registered its pandas scan, and its first DataFrame write fails with "Table Function with
+# name pandas_scan does not exist" (1 run in 3 of test_concurrency's two-thread test on a loaded 2-core
+# machine). Opening and closing under one process-wide lock removes the window; queries stay concurrent.
+OPEN_CLOSE_LOCK = threading.Lock()
+
+
+def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect`` under :data:`OPEN_CLOSE_LOCK`; close it with :func:`close` (or use :func:`connection`)."""
+    with OPEN_CLOSE_LOCK:
+        return duckdb.connect(str(path), read_only=read_only)
+
+
+def close(con: duckdb.DuckDBPyConnection) -> None:
+    """Close a connection under :data:`OPEN_CLOSE_LOCK` (closing the last one tears the database instance down)."""
+    with OPEN_CLOSE_LOCK:
+        con.close()
+
+
+@contextmanager
+def connection(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection opened and closed under :data:`OPEN_CLOSE_LOCK`, closed also when the body raises."""
+    con = connect(path, read_only=read_only)
+    try:
+        yield con
+    finally:
+        close(con)
 
 
 def _write_lock(con: duckdb.DuckDBPyConnection) -> threading.RLock:

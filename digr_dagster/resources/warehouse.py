@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from digr_dagster import settings
-from warehouse import read_table, replace_tables, table_exists
+from warehouse import OPEN_CLOSE_LOCK, close, read_table, replace_tables, table_exists
 
 
 class Warehouse(DuckDBResource):
@@ -29,11 +29,14 @@ class Warehouse(DuckDBResource):
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection that is always closed, also when the body raises."""
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        with self.get_connection() as con:
-            try:
-                yield con
-            finally:
-                con.close()
+        with OPEN_CLOSE_LOCK:  # see warehouse.tables.OPEN_CLOSE_LOCK: a DuckDB race between threads
+            opened = self.get_connection()
+            con = opened.__enter__()
+        try:
+            yield con
+        finally:
+            close(con)
+            opened.__exit__(None, None, None)
 
     def read(self, table: str, *, order_by: str | None = None) -> pd.DataFrame:
         with self.connect() as con:
