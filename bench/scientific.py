@@ -79,12 +79,16 @@ STUDY_STAGES: list[list[str]] = [
 def _materialise(selection: list[str], ops: dict) -> None:
     import dagster as dg
 
+    from digr_dagster.cli import PID_TAG, release_orphaned_runs
     from digr_dagster.definitions import defs
 
     with dg.DagsterInstance.get() as instance:
+        # a benchmark process killed earlier would otherwise hold the warehouse pool slot for ever
+        release_orphaned_runs(instance)
         job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={
             dg.AssetKey(s) for s in selection})
-        result = job.execute_in_process(instance=instance, run_config={"ops": ops}, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, run_config={"ops": ops}, raise_on_error=False,
+                                        tags={PID_TAG: str(os.getpid())})
         if not result.success:
             raise SystemExit(f"materialising {selection} failed; see the log above")
 
