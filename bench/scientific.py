@@ -56,12 +56,13 @@ def base_ops() -> dict:
 
 
 def cpu_ops() -> dict:
-    """``base_ops`` plus the 2-core CPU budget of ``all``/``scale``: 3 SFT epochs (≈ 4 min each on Scientific),
-    GRPO 2 epochs of 16 batches, SASRec at most 30 epochs; the ablations copy these through their reference."""
+    """``base_ops`` plus the 2-core CPU budget of ``all``/``scale``: 3 SFT epochs (≈ 5 min each with validation
+    on Scientific), GRPO 2 epochs of 16 batches, SASRec 3 epochs; the ablations copy these through their
+    reference."""
     return {**base_ops(),
             "recommender_sft": {"config": {"max_history": 50, "max_epochs": 3}},
             "recommender_grpo": {"config": {"max_epochs": 2, "max_batches_per_epoch": 16}},
-            "evaluation_report": {"config": {"sasrec_max_epochs": 30}}}
+            "evaluation_report": {"config": {"sasrec_max_epochs": 3}}}
 
 
 #: every stage of ``all`` in dependency order, one child process each (its own wall time and peak memory);
@@ -273,10 +274,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-TABLE_ASSETS = ["item_captions", "item_interests", "interest_rewards", "user_interests", "item_embeddings",
-                "semantic_ids", "item_embeddings_plain", "semantic_ids_plain"]
-
-
 def cmd_all(args: argparse.Namespace) -> int:
     """The whole graph (full_study's assets) at the CPU budget, stage by stage, then the report."""
     log = HOME / "stages.jsonl"
@@ -404,7 +401,8 @@ def scaling_table(runs: dict[float, list[dict]]) -> str:
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
-    """Quality half: export the tables, train every generator variant, GRPO and SASRec × seeds, report."""
+    """Quality half (after ``all``): export the tables, train every generator variant, GRPO and SASRec × seeds,
+    report."""
     import subprocess
 
     tables = HOME / "tables"
