@@ -233,21 +233,13 @@ def quality_table(results: list[dict]) -> str:
 
 def stage_table() -> str:
     """Markdown: wall time of each asset's latest materialisation step (from the Dagster instance)."""
-    import dagster as dg
-
     from digr_dagster.definitions import defs
 
     rows = []
-    with dg.DagsterInstance.get() as instance:
-        for key in sorted(defs.resolve_asset_graph().get_all_asset_keys(), key=lambda k: k.to_user_string()):
-            event = instance.get_latest_materialization_event(key)
-            if event is None:
-                continue
-            stats = {s.step_key: s for s in instance.get_run_step_stats(event.run_id)}
-            step = stats.get(key.to_user_string()) or stats.get("ingest_source")
-            if step is None or step.end_time is None:
-                continue
-            rows.append(f"| {key.to_user_string()} | {step.end_time - step.start_time:.0f} |")
+    for key in sorted(defs.resolve_asset_graph().get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        seconds = _step_seconds(key.to_user_string())
+        if seconds is not None:
+            rows.append(f"| {key.to_user_string()} | {seconds:.0f} |")
     return "| asset | wall s |\n|---|---|\n" + "\n".join(rows)
 
 

@@ -37,6 +37,13 @@ def _assert_one_complete_writer(db_path, sizes: dict[int, int]) -> int:
     return found["t"]
 
 
+def _run_threads(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+
 def test_threads_replacing_the_same_tables_are_serialised(tmp_path):
     db = tmp_path / "w.duckdb"
     sizes = {0: 1500, 1: 2500}
@@ -55,11 +62,7 @@ def test_threads_replacing_the_same_tables_are_serialised(tmp_path):
             except Exception as exc:  # collected: the assertion below names every failure
                 errors.append(f"writer {writer}: {type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in sizes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    _run_threads([threading.Thread(target=write, args=(w,)) for w in sizes])
     assert errors == []
     _assert_one_complete_writer(db, sizes)
 
@@ -92,11 +95,7 @@ def test_threads_writing_through_the_warehouse_resource(tmp_path):
             except Exception as exc:
                 errors.append(f"reader: {type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in sizes] + [threading.Thread(target=read)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    _run_threads([threading.Thread(target=write, args=(w,)) for w in sizes] + [threading.Thread(target=read)])
     assert errors == []
     _assert_one_complete_writer(db, sizes)
 

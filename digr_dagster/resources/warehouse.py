@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from digr_dagster import settings
-from warehouse import OPEN_CLOSE_LOCK, close, read_table, replace_tables, table_exists
+from warehouse import OPEN_CLOSE_LOCK, read_table, replace_tables, table_exists
 
 
 class Warehouse(DuckDBResource):
@@ -35,8 +35,8 @@ class Warehouse(DuckDBResource):
         try:
             yield con
         finally:
-            close(con)
-            opened.__exit__(None, None, None)
+            with OPEN_CLOSE_LOCK:
+                opened.__exit__(None, None, None)  # closes the connection
 
     def read(self, table: str, *, order_by: str | None = None) -> pd.DataFrame:
         with self.connect() as con:
