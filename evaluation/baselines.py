@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evaluation.metrics import evaluate_rankings
+from metrics.ranking import evaluate_rankings
 
 
 def popularity_ranking(splits: pd.DataFrame, item_ids: list[str], k: int) -> np.ndarray:

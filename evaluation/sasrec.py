@@ -7,7 +7,7 @@ neither as input nor as target). Evaluation follows the generator's protocol: va
 prefix, test history = train prefix + valid item, full ranking over the whole catalogue, and seen
 items are **not** excluded (the generator does not exclude them either).
 
-Item indices are positions in ``module.item_ids`` (0-based, what :mod:`evaluation.metrics` expects);
+Item indices are positions in ``module.item_ids`` (0-based, what :mod:`metrics.ranking` expects);
 inside the network index 0 is padding, so item ``i`` is embedded at row ``i + 1``.
 """
 
@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from evaluation.metrics import evaluate_rankings
+from metrics.ranking import evaluate_rankings
 from training.sequence_data import SequenceSample, build_samples
 
 VAL_NDCG = "val_ndcg@10"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.metrics import hit_rate_at_k
+from metrics.ranking import hit_rate_at_k
 from tests.helpers import toy_sid_frame, toy_splits  # noqa: E402
 from training.generator import (
     GeneratorConfig,

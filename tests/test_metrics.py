@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.metrics import evaluate_rankings, hit_rate_at_k, ndcg_at_k, target_ranks
+from metrics.ranking import evaluate_rankings, hit_rate_at_k, ndcg_at_k, target_ranks
 
 # targets sit at 0-based ranks 0, 1, 4 and nowhere (miss)
 RANKED = np.array(

@@ -31,7 +31,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from evaluation.metrics import evaluate_rankings
+from metrics.ranking import evaluate_rankings
 from training.constrained_decoding import constrained_beam_search
 from training.sequence_data import LABEL_PAD, SampleEncoder, SequenceSample
 from training.sid_trie import SidTrie

@@ -1,0 +1,1 @@
+"""Ranking metrics shared by training (validation) and evaluation (reports): below both."""
