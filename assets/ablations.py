@@ -1,38 +1,125 @@
 """The comparisons the method is judged by: a TIGER-style generator without any mined interests, and one
 ablation per component (interests in the item text, user-interest tokens, the q term of the GRPO reward).
 
-Every variant trains with exactly the configuration its reference model was last trained with (read from
-that run's config), switching off only its own component, so the comparison is fair by construction;
-``VariantConfig.seed`` overrides the seed (the benchmark repeats seeds).
+``VARIANTS`` is the one table of them: the assets below are generated from it and the evaluation report
+lists its rows from it. Every variant trains with exactly the settings its reference model carries in its
+checkpoint (the SFT or GRPO model the pipeline ships), switching off only its own component, so the
+comparison is fair by construction; ``VariantConfig.seed`` overrides the seed (model, trainer and the
+order of the training windows alike — the benchmark repeats seeds).
 """
 
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
-from assets.common import config_of
-from assets.discretisation import (
-    ItemEmbeddingConfig,
-    SemanticIdConfig,
-    embed_items,
-    train_semantic_ids,
-)
-from assets.recommender import TRAIN_RETRY, GrpoConfig, SftConfig, train_grpo_stage, train_sft
+from assets.common import latest_metadata
+from assets.discretisation import embed_items, train_semantic_ids
+from assets.recommender import TRAIN_RETRY, checkpoint_from_lineage, train_grpo_stage, train_sft
+from config_schema import from_mapping
 from digr_dagster.resources.mlflow_tracking import MlflowTracking
 from digr_dagster.resources.models import TextEncoderResource
 from digr_dagster.resources.warehouse import Warehouse
+from training.item_text import ItemTextSettings
 
 PLAIN_UNIQUE = "plain_sids_unique"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One comparison model: which stage it re-runs, on which SIDs, with which switch flipped."""
+
+    asset: str
+    row: str  # its row in the evaluation report
+    kind: Literal["baseline", "ablation"]
+    note: str  # what the row shows
+    stage: Literal["sft", "grpo"]
+    sids: str = "semantic_ids"
+    embeddings: str = "item_embeddings"
+    user_tokens: bool | None = None  # None: as the reference SFT model
+    alpha: float | None = None  # grpo: the reward's q-term weight (None: as the reference)
+
+    @property
+    def group(self) -> str:
+        return "baselines" if self.kind == "baseline" else "ablations"
+
+    @property
+    def metric_prefix(self) -> str:
+        """A GRPO variant is compared through its policy (the pipeline may keep SFT instead)."""
+        return "policy_" if self.stage == "grpo" else ""
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("tiger_baseline", "TIGER-style (no interests)", "baseline",
+            "same generator, plain-text SIDs, no user tokens", "sft",
+            sids="semantic_ids_plain", embeddings="item_embeddings_plain", user_tokens=False),
+    Variant("ablation_no_item_interests", "w/o interests in item text", "ablation",
+            "plain-text SIDs, user tokens kept", "sft", sids="semantic_ids_plain", embeddings="item_embeddings_plain"),
+    Variant("ablation_no_user_tokens", "w/o user-interest tokens", "ablation",
+            "interest SIDs, no user tokens", "sft", user_tokens=False),
+    Variant("ablation_no_q_term", "GRPO w/o q term (alpha=0)", "ablation",
+            "GRPO policy trained with alpha=0", "grpo", alpha=0.0),
+)
 
 
 class VariantConfig(dg.Config):
     seed: int | None = Field(default=None, description="Override the seed (None: the reference model's)")
 
 
-def _like(context: dg.AssetExecutionContext, reference: str, cls, config: VariantConfig, **switches):
-    base = config_of(context, reference, cls)
-    overrides = {**switches, **({"seed": config.seed} if config.seed is not None else {})}
-    return base.model_copy(update=overrides)
+def _deps(variant: Variant) -> list[str]:
+    if variant.stage == "grpo":
+        return ["recommender_sft", "recommender_grpo", "interest_rewards"]
+    deps = ["interaction_splits", variant.sids, "recommender_sft"]
+    if variant.user_tokens is not False:
+        deps += ["user_interests", variant.embeddings]
+    return list(dict.fromkeys(deps))
+
+
+def train_variant(context: dg.AssetExecutionContext, variant: Variant, config: VariantConfig, warehouse: Warehouse,
+                  text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+    """Re-run the variant's stage with its reference checkpoint's settings and only its own switch flipped."""
+    import torch
+
+    from training.generator import load_generator
+    from training.settings import GRPOConfig
+
+    seed = {"seed": config.seed} if config.seed is not None else {}
+    if variant.stage == "grpo":
+        policy = checkpoint_from_lineage(context, "recommender_grpo", key="policy_checkpoint")
+        hp = torch.load(policy, map_location="cpu", weights_only=False)["hyper_parameters"]
+        grpo = from_mapping(GRPOConfig, hp["grpo"], where=f"GRPO checkpoint {policy}")
+        reward = grpo.reward if variant.alpha is None else dataclasses.replace(grpo.reward, alpha=variant.alpha)
+        return train_grpo_stage(context, dataclasses.replace(grpo, reward=reward, **seed), warehouse,
+                                mlflow_tracking)
+    reference = load_generator(checkpoint_from_lineage(context, "recommender_sft"))
+    sequence = reference.sequence
+    if variant.user_tokens is not None:
+        sequence = dataclasses.replace(sequence, use_user_interests=variant.user_tokens)
+    return train_sft(context, dataclasses.replace(reference.config, **seed), sequence, warehouse, text_encoder,
+                     mlflow_tracking, sids=variant.sids, embeddings=variant.embeddings, tokens_table=None)
+
+
+def _variant_asset(variant: Variant) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=variant.asset,
+        deps=_deps(variant),
+        group_name=variant.group,
+        kinds={"pytorch", "mlflow"},
+        pool="warehouse",
+        retry_policy=TRAIN_RETRY,
+        description=f"{variant.row}: {variant.note} (settings from the reference model's checkpoint).",
+    )
+    def _asset(context: dg.AssetExecutionContext, config: VariantConfig, warehouse: Warehouse,
+               text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+        return train_variant(context, variant, config, warehouse, text_encoder, mlflow_tracking)
+
+    return _asset
+
+
+VARIANT_ASSETS = [_variant_asset(v) for v in VARIANTS]
 
 
 @dg.asset(
@@ -44,8 +131,11 @@ def _like(context: dg.AssetExecutionContext, reference: str, cls, config: Varian
 )
 def item_embeddings_plain(context: dg.AssetExecutionContext, warehouse: Warehouse,
                           text_encoder: TextEncoderResource) -> dg.MaterializeResult:
-    config = config_of(context, "item_embeddings", ItemEmbeddingConfig).model_copy(update={"with_interests": False})
-    return embed_items(context, config, warehouse, text_encoder, table="item_embeddings_plain")
+    recorded = latest_metadata(context, "item_embeddings").get("settings")
+    if recorded is None:
+        raise dg.Failure("item_embeddings records no settings; rematerialise item_embeddings")
+    settings = from_mapping(ItemTextSettings, {**recorded, "with_interests": False}, where="item_embeddings settings")
+    return embed_items(context, settings, warehouse, text_encoder, table="item_embeddings_plain")
 
 
 @dg.asset(
@@ -55,68 +145,12 @@ def item_embeddings_plain(context: dg.AssetExecutionContext, warehouse: Warehous
     pool="warehouse",
     check_specs=[dg.AssetCheckSpec(PLAIN_UNIQUE, asset="semantic_ids_plain", blocking=True,
                                    description="Every item has a distinct plain-text SID after the suffix")],
-    description="Semantic IDs from plain item text, with the RQ-VAE config semantic_ids used.",
+    description="Semantic IDs from plain item text, with the RQ-VAE settings (seed included) semantic_ids' "
+                "checkpoint carries.",
 )
 def semantic_ids_plain(context: dg.AssetExecutionContext, warehouse: Warehouse, mlflow_tracking: MlflowTracking):
-    config = config_of(context, "semantic_ids", SemanticIdConfig)
-    yield from train_semantic_ids(context, config, warehouse, mlflow_tracking, source="item_embeddings_plain",
+    from training.rqvae import rqvae_config_from_checkpoint
+
+    rq_config = rqvae_config_from_checkpoint(checkpoint_from_lineage(context, "semantic_ids"))
+    yield from train_semantic_ids(context, rq_config, warehouse, mlflow_tracking, source="item_embeddings_plain",
                                   target="semantic_ids_plain", check=PLAIN_UNIQUE)
-
-
-@dg.asset(
-    deps=["interaction_splits", "semantic_ids_plain", "recommender_sft"],
-    group_name="baselines",
-    kinds={"pytorch", "mlflow"},
-    pool="warehouse",
-    retry_policy=TRAIN_RETRY,
-    description="TIGER-style baseline: the same generator on plain-text SIDs, without user-interest tokens.",
-)
-def tiger_baseline(context: dg.AssetExecutionContext, config: VariantConfig, warehouse: Warehouse,
-                   text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
-    sft = _like(context, "recommender_sft", SftConfig, config, use_user_interests=False)
-    return train_sft(context, sft, warehouse, text_encoder, mlflow_tracking, sids="semantic_ids_plain",
-                     embeddings="item_embeddings_plain", tokens_table=None)
-
-
-@dg.asset(
-    deps=["interaction_splits", "semantic_ids_plain", "item_embeddings_plain", "user_interests", "recommender_sft"],
-    group_name="ablations",
-    kinds={"pytorch", "mlflow"},
-    pool="warehouse",
-    retry_policy=TRAIN_RETRY,
-    description="Ablation: SIDs from plain item text (no mined interests), user-interest tokens kept.",
-)
-def ablation_no_item_interests(context: dg.AssetExecutionContext, config: VariantConfig, warehouse: Warehouse,
-                               text_encoder: TextEncoderResource,
-                               mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
-    sft = _like(context, "recommender_sft", SftConfig, config)
-    return train_sft(context, sft, warehouse, text_encoder, mlflow_tracking, sids="semantic_ids_plain",
-                     embeddings="item_embeddings_plain", tokens_table=None)
-
-
-@dg.asset(
-    deps=["interaction_splits", "semantic_ids", "recommender_sft"],
-    group_name="ablations",
-    kinds={"pytorch", "mlflow"},
-    pool="warehouse",
-    retry_policy=TRAIN_RETRY,
-    description="Ablation: interest-enhanced SIDs, no user-interest tokens in the input.",
-)
-def ablation_no_user_tokens(context: dg.AssetExecutionContext, config: VariantConfig, warehouse: Warehouse,
-                            text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
-    sft = _like(context, "recommender_sft", SftConfig, config, use_user_interests=False)
-    return train_sft(context, sft, warehouse, text_encoder, mlflow_tracking, tokens_table=None)
-
-
-@dg.asset(
-    deps=["recommender_sft", "recommender_grpo", "interest_rewards"],
-    group_name="ablations",
-    kinds={"pytorch", "mlflow"},
-    pool="warehouse",
-    retry_policy=TRAIN_RETRY,
-    description="Ablation: GRPO without the item-quality term of the reward (alpha = 0).",
-)
-def ablation_no_q_term(context: dg.AssetExecutionContext, config: VariantConfig, warehouse: Warehouse,
-                       mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
-    grpo = _like(context, "recommender_grpo", GrpoConfig, config, alpha=0.0)
-    return train_grpo_stage(context, grpo, warehouse, mlflow_tracking)

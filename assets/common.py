@@ -6,6 +6,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from warehouse.catalogue import active_items, with_captions  # noqa: F401 - the asset modules' catalogue reads
+
 
 def md(values: dict) -> dict:
     """Dagster metadata from plain values: dicts and lists as JSON, everything else as is."""
@@ -67,32 +69,6 @@ def upstream_lineage(context: dg.AssetExecutionContext, *asset_names: str) -> di
 
 def preview(df: pd.DataFrame, n: int = 8) -> dg.MetadataValue:
     return dg.MetadataValue.md(df.head(n).to_markdown(index=False))
-
-
-def active_items(warehouse) -> pd.DataFrame:
-    """Items that survive filtering (appear in ``interaction_splits``): the catalogue that is mined,
-    embedded and given semantic IDs, so cost follows the active catalogue rather than the raw one."""
-    with warehouse.connect() as con:
-        return con.execute(
-            "SELECT * FROM items WHERE item_id IN (SELECT DISTINCT item_id FROM interaction_splits) ORDER BY item_id"
-        ).df()
-
-
-def with_captions(warehouse, items: pd.DataFrame) -> pd.DataFrame:
-    """``items`` with a ``caption`` column from ``item_captions`` (None where an item has no caption)."""
-    if not warehouse.exists("item_captions"):
-        return items.assign(caption=None)
-    captions = warehouse.read("item_captions")
-    return items.merge(captions[["item_id", "caption"]], on="item_id", how="left")
-
-
-def config_of(context: dg.AssetExecutionContext, asset: str, config_class: type[dg.Config]) -> dg.Config:
-    """The config ``asset`` was last materialised with (from that run's run config; defaults where it set
-    none), so a variant of a model trains exactly like the model it is compared with."""
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
-    run = context.instance.get_run_by_id(event.run_id) if event else None
-    ops = (run.run_config or {}).get("ops", {}) if run else {}
-    return config_class(**(ops.get(asset, {}).get("config", {}) or {}))
 
 
 def latest_metadata(context: dg.AssetExecutionContext, asset: str, *, required: bool = True) -> dict | None:

@@ -7,56 +7,29 @@ import dagster as dg
 import mlflow
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
 from assets.common import active_items, frame_hash, md, preview, sha256_file, upstream_lineage, with_captions
+from config_schema import to_mapping
 from digr_dagster import settings
+from digr_dagster.config_models import dagster_config
 from digr_dagster.resources.mlflow_tracking import MlflowTracking, lightning_logger
 from digr_dagster.resources.models import TextEncoderResource
 from digr_dagster.resources.warehouse import Warehouse
+from training.item_text import ItemTextSettings, catalogue_item_texts
+from training.settings import RQVAEConfig
 
 UNIQUE = "sids_unique"
 
 
 
-class ItemEmbeddingConfig(dg.Config):
-    with_interests: bool = Field(default=True, description="Append curated descriptors to the item text "
-                                                           "(False: plain text, the ablation)")
-    keep_all_descriptors: bool = Field(default=False, description="Use every descriptor, not only label-1 ones")
-    max_chars: int = Field(default=1200, ge=64, description="Cut the enriched text at this many characters")
+ItemEmbeddingConfig = dagster_config(ItemTextSettings, name="ItemEmbeddingConfig")
+#: image_dim is set by the image encoder when item images are fused, not by hand
+SemanticIdConfig = dagster_config(RQVAEConfig, name="SemanticIdConfig", exclude=("image_dim",))
 
 
-class SemanticIdConfig(dg.Config):
-    n_levels: int = Field(default=3, ge=1)
-    codebook_size: int = Field(default=256, ge=2)
-    latent_dim: int = Field(default=32, ge=2)
-    max_epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=256, ge=8)
-    learning_rate: float = 1e-3
-    beta: float = Field(default=0.25, description="commitment loss weight")
-    on_small_catalogue: str = Field(default="adapt", description="adapt | refuse when items < 2 × codebook size")
-    seed: int = 42
-
-
-def item_texts(items: pd.DataFrame, descriptors: dict[str, list[str]] | None, with_interests: bool,
-               max_chars: int) -> pd.Series:
-    """Enriched text: title, description (+ categories and brand), then the curated descriptors."""
-    from training.item_text import build_item_texts
-
-    frame = items.copy()
-    details = [frame["description"].fillna("")]
-    for col, label in (("categories", "Category"), ("brand", "Brand")):
-        if col in frame:
-            val = frame[col].fillna("").astype(str)
-            details.append(np.where(val.str.len() > 0, label + ": " + val + ".", ""))
-    frame["description"] = [" ".join(p for p in parts if p) for parts in zip(*details, strict=True)]
-    frame["descriptors"] = [list(descriptors.get(i, [])) if descriptors else [] for i in frame["item_id"]]
-    return build_item_texts(frame, with_interests=with_interests, max_chars=max_chars)
-
-
-def embed_items(context: dg.AssetExecutionContext, config: ItemEmbeddingConfig, warehouse: Warehouse,
+def embed_items(context: dg.AssetExecutionContext, config: ItemTextSettings, warehouse: Warehouse,
                 text_encoder: TextEncoderResource, *, table: str) -> dg.MaterializeResult:
-    """Embed every active item's (enriched or plain) text into ``table``."""
+    """Embed every active item's (enriched or plain) text into ``table``; the settings go into its metadata."""
     from mining.judges import curated_descriptors
 
     items = with_captions(warehouse, active_items(warehouse))
@@ -64,7 +37,7 @@ def embed_items(context: dg.AssetExecutionContext, config: ItemEmbeddingConfig, 
     if config.with_interests:
         rewards = warehouse.read("interest_rewards")
         descriptors = curated_descriptors(rewards, keep_all=config.keep_all_descriptors)
-    texts = item_texts(items, descriptors, config.with_interests, config.max_chars)
+    texts = catalogue_item_texts(items, descriptors, config)
     encoder = text_encoder.get()
     t0 = time.perf_counter()
     vectors = encoder.encode(texts.tolist())
@@ -83,6 +56,7 @@ def embed_items(context: dg.AssetExecutionContext, config: ItemEmbeddingConfig, 
         "encoder": encoder.model_name,
         "dim": int(vectors.shape[1]),
         "with_interests": config.with_interests,
+        "settings": to_mapping(config),
         "share_items_with_descriptors": round(with_any, 4),
         "items_per_second": round(len(frame) / max(seconds, 1e-9), 1),
         "content_hash": frame_hash(frame[["item_id", "text"]]),
@@ -100,27 +74,23 @@ def embed_items(context: dg.AssetExecutionContext, config: ItemEmbeddingConfig, 
 )
 def item_embeddings(context: dg.AssetExecutionContext, config: ItemEmbeddingConfig, warehouse: Warehouse,
                     text_encoder: TextEncoderResource) -> dg.MaterializeResult:
-    return embed_items(context, config, warehouse, text_encoder, table="item_embeddings")
+    return embed_items(context, config.build(), warehouse, text_encoder, table="item_embeddings")
 
 
-def train_semantic_ids(context: dg.AssetExecutionContext, config: SemanticIdConfig, warehouse: Warehouse,
+def train_semantic_ids(context: dg.AssetExecutionContext, rq_config: RQVAEConfig, warehouse: Warehouse,
                        mlflow_tracking: MlflowTracking, *, source: str, target: str, check: str):
-    """RQ-VAE on the vectors in ``source``; SIDs into ``target`` only when unique (blocking ``check``)."""
+    """RQ-VAE on the vectors in ``source``; SIDs into ``target`` only when unique (blocking ``check``).
+    The checkpoint carries ``rq_config`` (seed included); its settings are in metadata and MLflow params."""
     from training.codebook_health import codebook_health
-    from training.rqvae import RQVAEConfig, train_rqvae
+    from training.rqvae import train_rqvae
     from training.semantic_ids import SemanticIdTable, assign_suffixes
 
     emb = warehouse.read(source, order_by="item_id")
     x = np.stack([np.asarray(v, dtype=np.float32) for v in emb["embedding"]])
-    rq_config = RQVAEConfig(
-        n_levels=config.n_levels, codebook_size=config.codebook_size, latent_dim=config.latent_dim,
-        max_epochs=config.max_epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-        beta=config.beta, on_small_catalogue=config.on_small_catalogue,
-    )
-    params = {**config.model_dump(), "n_items": len(emb), "input_dim": int(x.shape[1]), "source": source}
+    params = {**to_mapping(rq_config), "n_items": len(emb), "input_dim": int(x.shape[1]), "source": source}
     with mlflow_tracking.asset_run(context, params=params) as run:
         ckpt_dir = Path(settings.checkpoints_dir()) / "rqvae" / run.run_id
-        result = train_rqvae(x, rq_config, seed=config.seed, checkpoint_dir=ckpt_dir,
+        result = train_rqvae(x, rq_config, checkpoint_dir=ckpt_dir,
                              logger=lightning_logger(run, mlflow_tracking.experiment_name), num_threads=1)
         item_ids = emb["item_id"].tolist()
         suffix = assign_suffixes(result.codes, item_ids, result.distances)
@@ -145,6 +115,8 @@ def train_semantic_ids(context: dg.AssetExecutionContext, config: SemanticIdConf
             "dagster/row_count": len(frame),
             **run.metadata(),
             "table": target,
+            "seed": rq_config.seed,
+            "settings": to_mapping(rq_config),
             "codebook_size_used": result.config.codebook_size,
             "small_catalogue_message": result.message or "",
             "train_seconds": round(result.train_seconds, 2),
@@ -178,5 +150,5 @@ def train_semantic_ids(context: dg.AssetExecutionContext, config: SemanticIdConf
 )
 def semantic_ids(context: dg.AssetExecutionContext, config: SemanticIdConfig, warehouse: Warehouse,
                  mlflow_tracking: MlflowTracking):
-    yield from train_semantic_ids(context, config, warehouse, mlflow_tracking, source="item_embeddings",
+    yield from train_semantic_ids(context, config.build(), warehouse, mlflow_tracking, source="item_embeddings",
                                   target="semantic_ids", check=UNIQUE)

@@ -2,19 +2,16 @@
 when it beats the current champion's validation NDCG@10 by the configured margin."""
 
 import dagster as dg
-from pydantic import Field
 
 from assets.common import latest_metadata, md, upstream_lineage
-from assets.recommender import SftConfig, _sft_config_of, checkpoint_from_lineage, stored_user_prefix
+from assets.recommender import checkpoint_from_lineage, stored_user_prefix
+from config_schema import to_mapping
+from digr_dagster.config_models import dagster_config
 from digr_dagster.resources.mlflow_tracking import MlflowTracking
 from digr_dagster.resources.warehouse import Warehouse
+from serving.registry import PromotionSettings
 
-
-class ChampionConfig(dg.Config):
-    model_name: str = Field(default="deepinterestgr", description="Registered model name")
-    margin: float = Field(default=0.0, ge=0.0,
-                          description="New version must beat the champion's val NDCG@10 by more than this")
-    k: int = Field(default=10, ge=1, description="Recommendations per request")
+ChampionConfig = dagster_config(PromotionSettings, name="ChampionConfig")
 
 
 @dg.asset(
@@ -32,17 +29,19 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, wa
     from mining.judges import curated_descriptors
     from serving.pyfunc_model import log_recommender
     from serving.registry import promote
+    from training.generator import load_generator
 
+    promotion = config.build()
     checkpoint = checkpoint_from_lineage(context, "recommender_grpo")
     grpo = latest_metadata(context, "recommender_grpo")
     sft = latest_metadata(context, "recommender_sft")
-    sft_config: SftConfig = _sft_config_of(context)
+    model = load_generator(checkpoint)  # the checkpoint carries the settings it was trained with
     items = warehouse.read("items")
     titles = dict(zip(items["item_id"].astype(str), items["title"].astype(str), strict=True))
     rewards = warehouse.read("interest_rewards")
     interests = warehouse.read("user_interests", order_by="user_id, rank")
     user_interest_text = {str(u): g["interest"].astype(str).tolist() for u, g in interests.groupby("user_id")}
-    prefix = stored_user_prefix(warehouse, sft_config)
+    prefix = stored_user_prefix(warehouse, model.sequence)
     metrics = {"val_ndcg@10": grpo["valid_ndcg@10"], "val_hr@10": grpo["valid_hr@10"],
                "test_ndcg@10": grpo["test_ndcg@10"], "test_hr@10": grpo["test_hr@10"]}
     lineage = upstream_lineage(context, "semantic_ids", "user_interests", "recommender_sft", "recommender_grpo")
@@ -51,24 +50,25 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionConfig, wa
             "semantic_ids_hash": (lineage["semantic_ids"] or {}).get("content_hash"),
             "user_interests_hash": (lineage["user_interests"] or {}).get("content_hash"),
             "checkpoint_sha256": grpo["checkpoint_sha256"]}
-    with mlflow_tracking.asset_run(context, params=config.model_dump()) as run:
+    with mlflow_tracking.asset_run(context, params=to_mapping(promotion)) as run:
         version = log_recommender(
-            checkpoint, titles, name=config.model_name, k=config.k, beam_width=sft_config.beam_width,
+            checkpoint, titles, name=promotion.model_name, k=promotion.k, beam_width=model.config.beam_width,
             lineage_tags=tags, metrics=metrics, item_interests=curated_descriptors(rewards),
-            user_prefix=prefix, user_interests=user_interest_text, max_history=sft_config.max_history)
-        decision = promote(mlflow.MlflowClient(), config.model_name, version.version, metric="val_ndcg@10",
-                           margin=config.margin)
+            user_prefix=prefix, user_interests=user_interest_text)
+        decision = promote(mlflow.MlflowClient(), promotion.model_name, version.version, metric="val_ndcg@10",
+                           margin=promotion.margin)
         mlflow.set_tags({"registered_version": version.version, "alias": decision.alias})
         return dg.MaterializeResult(metadata=md({
             **run.metadata(),
-            "model_name": config.model_name,
+            "model_name": promotion.model_name,
             "version": version.version,
+            "max_history": model.sequence.max_history,
             "alias": decision.alias,
             "promoted": decision.promoted,
             "previous_champion": decision.previous_champion or "",
             "new_val_ndcg@10": decision.new_value,
             "champion_val_ndcg@10": decision.champion_value if decision.champion_value is not None else -1.0,
             "reason": decision.reason,
-            "serve": f"mlflow models serve -m models:/{config.model_name}@champion --env-manager local",
+            "serve": f"mlflow models serve -m models:/{promotion.model_name}@champion --env-manager local",
             "lineage": lineage,
         }))

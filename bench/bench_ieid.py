@@ -18,6 +18,7 @@ import hashlib
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -73,7 +74,7 @@ def throughput(encoder: TextEncoder, texts: list[str], batch_size: int) -> tuple
 
 def discretise(name: str, vectors: np.ndarray, ids: list[str], config: RQVAEConfig, seed: int,
                threads: int) -> dict[str, object]:
-    result = train_rqvae(vectors, config, seed=seed, num_threads=threads)
+    result = train_rqvae(vectors, replace(config, seed=seed), num_threads=threads)
     table = SemanticIdTable.from_codes(ids, result.codes, result.distances)
     health = table_health(table, result.config.codebook_size)
     history = result.loss_history

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DIGR_SCIENTIFIC_DATA", ROOT.parent / "shared" / "data" / "amazon-scientific"))
 HOME = Path(os.environ.get("DIGR_BENCH_HOME", ROOT / ".digr" / "bench-scientific")).resolve()
 N_DESCRIPTORS = 2
+HISTORY = 50
 MINING_SEED = 0
 
 
@@ -46,12 +47,15 @@ def use_bench_home() -> None:
 
 
 def base_ops() -> dict:
-    """Run config of the published protocol of this split (no dedup of repeats, no extra k-core, history 50)."""
+    """Run config of the published protocol of this split (no dedup of repeats, no extra k-core, history 50:
+    the generator's one history cap, which GRPO, the baselines, evaluation and serving read from its
+    checkpoint)."""
     return {
         "ingest_source": {"config": {"kind": "recbole", "path": str(DATA), "dataset": "Scientific"}},
-        "interaction_splits": {"config": {"k_core": 1, "dedup": "event", "max_history": 50}},
+        "interaction_splits": {"config": {"k_core": 1, "dedup": "event"}},
         "item_interests": {"config": {"n_descriptors": N_DESCRIPTORS, "seed": MINING_SEED}},
         "user_interests": {"config": {"llm_summary": False}},
+        "recommender_sft": {"config": {"max_history": HISTORY}},
     }
 
 
@@ -60,9 +64,9 @@ def cpu_ops() -> dict:
     on Scientific), GRPO 2 epochs of 16 batches, SASRec 3 epochs; the ablations copy these through their
     reference."""
     return {**base_ops(),
-            "recommender_sft": {"config": {"max_history": 50, "max_epochs": 3}},
+            "recommender_sft": {"config": {"max_history": HISTORY, "max_epochs": 3}},
             "recommender_grpo": {"config": {"max_epochs": 2, "max_batches_per_epoch": 16}},
-            "evaluation_report": {"config": {"sasrec_max_epochs": 3}}}
+            "evaluation_report": {"config": {"sasrec": {"max_epochs": 3}}}}
 
 
 #: every stage of ``all`` in dependency order, one child process each (its own wall time and peak memory);
@@ -147,12 +151,12 @@ def _step_seconds(asset: str) -> float | None:
 
 
 def _mining_requests():
-    from assets.common import active_items, with_captions
     from digr_dagster.resources.models import LLMMiners
     from digr_dagster.resources.warehouse import Warehouse
     from mining.call_cache import DuckDBCallCache
     from mining.item_mining import item_mining_requests
     from mining.prompts import PROMPT_VERSION
+    from warehouse.catalogue import active_items, with_captions
 
     warehouse = Warehouse()
     items = with_captions(warehouse, active_items(warehouse))
@@ -178,21 +182,23 @@ def cmd_export_llm(args: argparse.Namespace) -> int:
 
 def cmd_export_tables(args: argparse.Namespace) -> int:
     """The tables bench.train_variants needs, as parquet (user tokens computed as recommender_sft does)."""
-    from assets.recommender import SftConfig, _vocab, user_prefix_tokens
     from digr_dagster.resources.models import TextEncoderResource
     from digr_dagster.resources.warehouse import Warehouse
+    from training.sequence_data import user_interest_tokens
+    from training.settings import SequenceSettings
+    from training.sid_vocab import SidVocab
 
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     warehouse = Warehouse()
     encoder = TextEncoderResource().get()
-    sft = SftConfig()
+    sequence = SequenceSettings(max_history=HISTORY)
     for name in ("interaction_splits", "semantic_ids", "semantic_ids_plain", "item_quality"):
         warehouse.read(name).to_parquet(out / f"{name}.parquet", index=False)
     for suffix in ("", "_plain"):
-        vocab, _ = _vocab(warehouse, f"semantic_ids{suffix}")
-        tokens = user_prefix_tokens(warehouse, vocab, encoder, n=sft.interest_tokens, depth=sft.interest_depth,
-                                    embeddings=f"item_embeddings{suffix}")
+        vocab = SidVocab.from_frame(warehouse.read(f"semantic_ids{suffix}", order_by="item_id"))
+        tokens = user_interest_tokens(warehouse.read("user_interests"), warehouse.read(f"item_embeddings{suffix}"),
+                                      vocab, encoder.encode, sequence)
         pd.DataFrame({"user_id": list(tokens), "tokens": [list(map(int, v)) for v in tokens.values()]}).to_parquet(
             out / f"user_interest_tokens{suffix}.parquet", index=False)
     print(f"tables written to {out}")

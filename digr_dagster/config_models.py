@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import dagster as dg
-from pydantic import Field, create_model, model_validator
+from pydantic import BaseModel, Field, create_model, model_validator
 
 from config_schema import REQUIRED, SettingField, from_mapping, is_settings_class, settings_fields
 
@@ -50,6 +50,12 @@ class DerivedConfig(dg.Config):
         return from_mapping(target, values, where=f"{type(self).__name__} → {target.__name__}")
 
 
+    def nested_values(self, key: str) -> dict[str, Any]:
+        """The values of the nested sub-config ``key`` as a plain mapping."""
+        value = getattr(self, key)
+        return value.model_dump() if isinstance(value, dg.Config) else dict(value)
+
+
 def _dagster_type(annotation: Any) -> Any:
     """The Dagster-config-compatible spelling of a library type (tuples as lists, settings as Configs)."""
     if is_settings_class(annotation):
@@ -61,6 +67,15 @@ def _dagster_type(annotation: Any) -> Any:
         mapped = tuple(_dagster_type(a) for a in args)
         return typing.Union[mapped]  # noqa: UP007 - built from a tuple of types
     return annotation
+
+
+def _with_constraints(annotation: Any, library_class: type, name: str) -> Any:
+    """``annotation`` with the pydantic constraints and validators of the library field (``ge=1``, an
+    ``AfterValidator``), so the derived config refuses what the library refuses (dataclasses have none)."""
+    if not issubclass(library_class, BaseModel):
+        return annotation
+    metadata = library_class.model_fields[name].metadata
+    return Annotated[(annotation, *metadata)] if metadata else annotation
 
 
 def _dagster_default(field: SettingField) -> Any:
@@ -79,10 +94,13 @@ def _as_plain(settings: Any) -> dict[str, Any]:
 
 
 def dagster_config(*library: type, name: str, exclude: Collection[str] = (),
-                   descriptions: Mapping[str, str] | None = None, doc: str | None = None) -> type[DerivedConfig]:
+                   descriptions: Mapping[str, str] | None = None, doc: str | None = None,
+                   nested: Mapping[str, tuple[type, Collection[str], str]] | None = None) -> type[DerivedConfig]:
     """A Dagster Config with every field of the ``library`` settings classes but ``exclude``.
 
     Field names must not clash between the classes (a clash would be two definitions of one setting).
+    ``nested`` adds one sub-config per entry: ``name -> (settings class, its excluded fields, description)``;
+    ``config.nested_values(name)`` returns its values as a plain mapping.
     """
     fields: dict[str, tuple[Any, Any]] = {}
     owner: dict[str, str] = {}
@@ -101,8 +119,13 @@ def dagster_config(*library: type, name: str, exclude: Collection[str] = (),
                              else type(d)(d), description=description)
             else:
                 info = Field(default=default, description=description)
-            fields[f.name] = (_dagster_type(f.annotation), info)
+            fields[f.name] = (_with_constraints(_dagster_type(f.annotation), cls, f.name), info)
             owner[f.name] = cls.__name__
+    for key, (cls, excluded, description) in (nested or {}).items():
+        if key in fields:
+            raise TypeError(f"nested config {key!r} clashes with a setting of the same name")
+        sub = dagster_config(cls, name=f"{name}_{key}", exclude=excluded)
+        fields[key] = (sub, Field(default_factory=sub, description=description))
     unknown_excluded = set(exclude) - {f.name for cls in library for f in settings_fields(cls)}
     if unknown_excluded:
         raise TypeError(f"exclude names settings that do not exist: {sorted(unknown_excluded)}")

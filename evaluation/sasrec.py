@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,54 +27,13 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from config_schema import from_mapping, to_mapping
+from evaluation.baselines.sasrec import SASRecConfig
 from metrics.ranking import evaluate_rankings
 from training.sequence_data import SequenceSample, build_samples
 
 VAL_NDCG = "val_ndcg@10"
 IGNORE = -100  # cross-entropy ignore index for padded positions
-
-
-@dataclass
-class SASRecConfig:
-    """Hyper-parameters of the SASRec baseline (defaults follow the paper's small setting)."""
-
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    dropout: float = 0.2
-    max_len: int = 20  # = max_history of the generator
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    eval_batch_size: int = 512
-    max_epochs: int = 100
-    patience: int = 5  # validation epochs without NDCG@10 improvement before stopping
-    seed: int = 0
-    accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu or auto (bit-for-bit determinism only on cpu)
-
-    def __post_init__(self) -> None:
-        positive = {k: getattr(self, k) for k in
-                    ("hidden", "layers", "heads", "max_len", "batch_size", "eval_batch_size", "max_epochs")}
-        bad = {k: v for k, v in positive.items() if not isinstance(v, int) or v < 1}
-        if bad:
-            raise ValueError(f"SASRecConfig fields must be positive integers: {bad}")
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {self.patience}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SASRecConfig:
-        """Build from a dict, rejecting unknown keys (a typo must not silently fall back to a default)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown SASRecConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
 
 
 def catalogue(splits: pd.DataFrame) -> list[str]:
@@ -114,14 +73,16 @@ class SASRecModule(L.LightningModule):
 
     def __init__(self, item_ids: Sequence[str], config: SASRecConfig | dict) -> None:
         super().__init__()
-        self.config = config if isinstance(config, SASRecConfig) else SASRecConfig.from_dict(config)
+        if not isinstance(config, SASRecConfig):
+            config = from_mapping(SASRecConfig, config, where="SASRec config")
+        self.config = config
         self.item_ids = [str(i) for i in item_ids]
         if not self.item_ids:
             raise ValueError("SASRec needs at least one item")
         if len(set(self.item_ids)) != len(self.item_ids):
             raise ValueError("item_ids must be unique")
         # logger=False: the item list can be thousands of ids, too long for an MLflow param
-        self.save_hyperparameters({"item_ids": self.item_ids, "config": asdict(self.config)}, logger=False)
+        self.save_hyperparameters({"item_ids": self.item_ids, "config": to_mapping(self.config)}, logger=False)
         c = self.config
         self.item_emb = nn.Embedding(len(self.item_ids) + 1, c.hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(c.max_len, c.hidden)
@@ -260,6 +221,20 @@ def rank_sasrec(module: SASRecModule, samples: Sequence[SequenceSample], k: int)
     return _pad_ranked(torch.cat(parts).cpu().numpy(), k)
 
 
+def rank_split(
+    module: SASRecModule, splits: pd.DataFrame, split: Literal["valid", "test"], k: int,
+) -> tuple[list[SequenceSample], np.ndarray, np.ndarray]:
+    """The ``split`` samples (one per user, in user order), their top-``k`` rankings [n, k] and targets [n]
+    (indices into ``module.item_ids``), under the protocol of :func:`evaluate_sasrec`."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+    samples = build_samples(splits, max_history=module.config.max_len)[split]
+    if not samples:
+        raise ValueError(f"no {split} samples in interaction_splits")
+    targets = np.asarray(_item_rows(module, [s.target for s in samples], f"{split} target"), dtype=np.int64)
+    return samples, rank_sasrec(module, samples, k), targets
+
+
 def evaluate_sasrec(
     module: SASRecModule, splits: pd.DataFrame, split: Literal["valid", "test"] = "valid",
     ks: Sequence[int] = (5, 10),
@@ -270,11 +245,7 @@ def evaluate_sasrec(
     ks = tuple(ks)
     if not ks:
         raise ValueError("ks must name at least one cut-off")
-    samples = build_samples(splits, max_history=module.config.max_len)[split]
-    if not samples:
-        raise ValueError(f"no {split} samples in interaction_splits")
-    targets = np.asarray(_item_rows(module, [s.target for s in samples], f"{split} target"), dtype=np.int64)
-    ranked = rank_sasrec(module, samples, max(ks))
+    _, ranked, targets = rank_split(module, splits, split, max(ks))
     return evaluate_rankings(ranked, targets, ks=ks)
 
 
@@ -302,9 +273,29 @@ class SASRecResult:
     checkpoint: str = ""
 
 
+HPARAMS = ("item_ids", "config")
+
+
 def load_sasrec(checkpoint: str | Path) -> SASRecModule:
-    """A :class:`SASRecModule` from a checkpoint written by :func:`train_sasrec`, in eval mode."""
-    module = SASRecModule.load_from_checkpoint(str(checkpoint), map_location="cpu", weights_only=False)
+    """A :class:`SASRecModule` rebuilt from a checkpoint written by :func:`train_sasrec` alone, in eval mode.
+
+    The checkpoint carries the catalogue (``item_ids``) and the whole :class:`SASRecConfig`; the config is
+    rebuilt with :func:`config_schema.from_mapping`, so a key this code does not know is an error naming it
+    (never silently dropped), and a missing one takes its current default.
+    """
+    path = Path(checkpoint)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = state.get("hyper_parameters") if isinstance(state, dict) else None
+    if not isinstance(hparams, dict) or "state_dict" not in state:
+        raise ValueError(f"{path} is not a SASRec checkpoint: it has no hyper_parameters/state_dict")
+    missing = [k for k in HPARAMS if k not in hparams]
+    unknown = sorted(set(hparams) - set(HPARAMS))
+    if missing or unknown:
+        raise ValueError(f"SASRec checkpoint {path}: hyper_parameters must be exactly {list(HPARAMS)}; "
+                         f"missing {missing}, unknown {unknown}")
+    config = from_mapping(SASRecConfig, hparams["config"], where=f"SASRec checkpoint {path} config")
+    module = SASRecModule(hparams["item_ids"], config)
+    module.load_state_dict(state["state_dict"])
     return module.eval()
 
 
@@ -343,7 +334,8 @@ def train_sasrec(
     history = _ValidationHistory()
     stop = EarlyStopping(monitor=VAL_NDCG, mode="max", patience=config.patience, check_on_train_epoch_end=False)
     if logger is not None:
-        logger.log_hyperparams({f"sasrec_{k}": v for k, v in asdict(config).items()} | {"sasrec_n_items": len(items)})
+        params = {f"sasrec_{k}": v for k, v in to_mapping(config).items()}
+        logger.log_hyperparams(params | {"sasrec_n_items": len(items)})
     trainer = L.Trainer(
         accelerator=config.accelerator, devices=1, max_epochs=config.max_epochs,
         logger=logger if logger is not None else False, callbacks=[best, stop, history],

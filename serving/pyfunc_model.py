@@ -30,6 +30,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 
+from config_schema import from_mapping
 from serving.registry import LINEAGE_TAG_PREFIX, metric_tag_key
 
 CHECKPOINT_ARTIFACT = "checkpoint"
@@ -53,17 +54,15 @@ class ServingMetadata:
     k: int = 10
     beam_width: int = 20
     max_explanations: int = 5
-    max_history: int = 20  # the training cap: longer histories keep their most recent items
     item_interests: dict[str, list[str]] = field(default_factory=dict)
     user_prefix: dict[str, list[int]] = field(default_factory=dict)
     user_interests: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.beam_width < self.k or self.max_explanations < 0 or self.max_history < 1:
+        if self.k < 1 or self.beam_width < self.k or self.max_explanations < 0:
             raise ValueError(
-                f"need 1 <= k <= beam_width, max_explanations >= 0 and max_history >= 1, got k={self.k}, "
-                f"beam_width={self.beam_width}, max_explanations={self.max_explanations}, "
-                f"max_history={self.max_history}"
+                f"need 1 <= k <= beam_width and max_explanations >= 0, got k={self.k}, "
+                f"beam_width={self.beam_width}, max_explanations={self.max_explanations}"
             )
 
     @classmethod
@@ -71,7 +70,7 @@ class ServingMetadata:
         """Build from the JSON artifact."""
         if "item_titles" not in d:
             raise ValueError("serving metadata lacks 'item_titles'")
-        return cls(**{k: d[k] for k in asdict(cls(item_titles={})) if k in d})
+        return from_mapping(cls, d, where="serving metadata")
 
 
 def model_signature() -> ModelSignature:
@@ -169,7 +168,8 @@ class DeepInterestGRModel(mlflow.pyfunc.PythonModel):
             interests = _as_list(rec.get("interests"), "interests", i)
             if interests is None and user is not None:
                 interests = self.meta.user_interests.get(user)
-            rows.append((user, known[-self.meta.max_history :], unknown, interests))
+            # the history cap the model was trained with travels in its checkpoint
+            rows.append((user, known[-self.module.sequence.max_history :], unknown, interests))
 
         ranked, scores = self._rank([self.encoder.encode_input(u or "", known) for u, known, _, _ in rows])
         out = []
@@ -229,8 +229,9 @@ def _slim_checkpoint(checkpoint: Path, out: Path) -> dict[str, Any]:
     """Write only what ``load_generator`` reads (weights + hyperparameters), without optimizer state."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     hp = ckpt.get("hyper_parameters", {})
-    if "vocab" not in hp or "config" not in hp or "state_dict" not in ckpt:
-        raise ValueError(f"{checkpoint} is not a generator checkpoint (no vocab/config hyperparameters)")
+    if any(k not in hp for k in ("vocab", "config", "sequence")) or "state_dict" not in ckpt:
+        raise ValueError(f"{checkpoint} is not a self-describing generator checkpoint (no vocab/config/sequence "
+                         "hyperparameters)")
     state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     torch.save({"hyper_parameters": hp, "state_dict": state}, out)
     return hp
@@ -259,7 +260,6 @@ def log_recommender(
     user_prefix: Mapping[str, Sequence[int]] | None = None,
     user_interests: Mapping[str, Sequence[str]] | None = None,
     max_explanations: int = 5,
-    max_history: int = 20,
 ) -> ModelVersion:
     """Log the recommender as a pyfunc (in the active MLflow run, or a new one) and register a new version.
 
@@ -279,7 +279,7 @@ def log_recommender(
         raise ValueError(f"metrics must be finite numbers; not finite: {bad}")
     meta = ServingMetadata(
         item_titles={str(i): str(t) for i, t in item_titles.items()}, k=int(k), beam_width=int(beam_width),
-        max_explanations=int(max_explanations), max_history=int(max_history),
+        max_explanations=int(max_explanations),
         item_interests={str(i): [str(x) for x in v] for i, v in (item_interests or {}).items()},
         user_prefix={str(u): [int(t) for t in v] for u, v in (user_prefix or {}).items()},
         user_interests={str(u): [str(x) for x in v] for u, v in (user_interests or {}).items()},
@@ -303,7 +303,7 @@ def log_recommender(
             "digr.weights_sha256": _sha256_file(slim),
             "digr.k": str(meta.k),
             "digr.beam_width": str(meta.beam_width),
-            "digr.max_history": str(meta.max_history),
+            "digr.max_history": str(hp["sequence"]["max_history"]),
         }
         # log into the caller's run (e.g. the Dagster step's) when there is one; a failure marks our own run FAILED
         own_run = nullcontext() if mlflow.active_run() else mlflow.start_run(run_name=f"register-{name}")

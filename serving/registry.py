@@ -7,7 +7,7 @@ Metrics and lineage are read from model-version tags written by :func:`serving.p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,24 @@ LINEAGE_TAG_PREFIX = "lineage."
 def metric_tag_key(metric: str) -> str:
     """The model-version tag holding a metric (MLflow tag keys may not contain '@')."""
     return METRIC_TAG_PREFIX + metric.replace("@", "_at_")
+
+
+@dataclass(frozen=True)
+class PromotionSettings:
+    """How the shipped recommender is registered and when it becomes ``champion``."""
+
+    model_name: str = field(default="deepinterestgr", metadata={"description": "Registered model name"})
+    margin: float = field(default=0.0, metadata={
+        "description": "New version must beat the champion's val NDCG@10 by more than this"})
+    k: int = field(default=10, metadata={"description": "Recommendations per request"})
+
+    def __post_init__(self) -> None:
+        if not self.model_name:
+            raise ValueError("PromotionSettings.model_name must be non-empty")
+        if not math.isfinite(self.margin) or self.margin < 0:
+            raise ValueError(f"PromotionSettings.margin must be a finite number >= 0, got {self.margin}")
+        if self.k < 1:
+            raise ValueError(f"PromotionSettings.k must be >= 1, got {self.k}")
 
 
 @dataclass(frozen=True)

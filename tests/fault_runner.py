@@ -31,8 +31,8 @@ SMALL = {
     "ingest_source": {"config": {"kind": "demo", "n_users": 160, "seed": 3}},
     "user_interests": {"config": {"llm_summary": True}},
     "semantic_ids": {"config": {"n_levels": 2, "codebook_size": 8, "max_epochs": 40, "seed": 1}},
-    "recommender_sft": {"config": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_heads": 2, "max_epochs": 2,
-                                   "patience": 2, "beam_width": 10, "batch_size": 64}},
+    "recommender_sft": {"config": {"d_model": 16, "d_ff": 32, "num_encoder_layers": 1, "num_decoder_layers": 1,
+                                   "num_heads": 2, "max_epochs": 2, "patience": 2, "beam_width": 10, "batch_size": 64}},
     "recommender_grpo": {"config": {"group_size": 2, "max_epochs": 3}},  # the kill lands after epoch 1
 }
 

@@ -1,11 +1,18 @@
-"""Most-popular baseline against a hand-computed case."""
+"""Most-popular baseline against a hand-computed case, directly and through the baseline registry."""
 
 import math
 
 import pandas as pd
 import pytest
 
-from evaluation.baselines import evaluate_popularity, popularity_ranking
+from evaluation.baselines import (
+    BaselineError,
+    BaselineInputs,
+    evaluate_popularity,
+    metrics_from_ranks,
+    popularity_ranking,
+    registered_baselines,
+)
 
 
 def splits():
@@ -31,3 +38,29 @@ def test_popularity_metrics_hand_computed():
     assert m["ndcg@2"] == pytest.approx((1 / math.log2(3)) / 3)
     with pytest.raises(ValueError, match="not in the item list"):
         evaluate_popularity(splits(), ["a", "b"], "valid")
+
+
+def protocol_splits():
+    """The same users with positions and timestamps, as ``interaction_splits`` has them."""
+    frame = splits()
+    frame["position"] = frame.groupby("user_id").cumcount()
+    frame["timestamp"] = 1000 + frame["position"]
+    frame["rating"] = 5.0
+    return frame
+
+
+def test_popularity_baseline_matches_evaluate_popularity_and_ranks_per_user():
+    items = ["a", "a2", "b", "c", "d"]
+    baseline = registered_baselines()["popularity"]
+    assert baseline.name == "most-popular" and baseline.configurable_fields() == []
+    result = baseline.evaluate(BaselineInputs(protocol_splits(), items, max_history=20, ks=(1, 2)))
+    for split in ("valid", "test"):
+        assert result.metrics[split] == pytest.approx(evaluate_popularity(splits(), items, split, ks=(1, 2)))
+        assert result.metrics[split] == pytest.approx(metrics_from_ranks(result.ranks[split], ks=(1, 2)))
+    # ranking [a, b]: test targets a2 (miss), b (rank 2), c (miss); valid targets c, c, d all miss
+    assert result.user_ids["test"] == ("u1", "u2", "u3")
+    assert result.ranks["test"].tolist() == [0, 2, 0]
+    assert result.ranks["valid"].tolist() == [0, 0, 0]
+    assert result.cutoff == 2 and result.info["top_items"] == ["a", "b"]
+    with pytest.raises(BaselineError, match="not in the item list"):
+        baseline.evaluate(BaselineInputs(protocol_splits(), ["a", "b"], max_history=20))

@@ -17,10 +17,11 @@ SMALL = {
     "ingest_source": {"config": {"kind": "demo", "n_users": 160, "seed": 3}},
     "user_interests": {"config": {"llm_summary": True}},
     "semantic_ids": {"config": {"n_levels": 2, "codebook_size": 16, "max_epochs": 6, "seed": 1}},
-    "recommender_sft": {"config": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "max_epochs": 3,
+    "recommender_sft": {"config": {"d_model": 32, "d_ff": 64, "num_encoder_layers": 1, "num_decoder_layers": 1,
+                                   "num_heads": 2, "max_epochs": 3,
                                    "patience": 3, "beam_width": 10, "batch_size": 64}},
     "recommender_grpo": {"config": {"group_size": 4, "max_epochs": 1}},
-    "evaluation_report": {"config": {"sasrec_max_epochs": 3, "examples": 2}},
+    "evaluation_report": {"config": {"sasrec": {"max_epochs": 3}, "examples": 2}},
     "champion_model": {"config": {"model_name": "digr-e2e"}},
 }
 

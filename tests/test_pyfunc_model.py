@@ -177,11 +177,13 @@ def test_explain_orders_interests_by_overlap_with_recommendations():
     assert explain([], texts, 3) == []
 
 
-def test_long_histories_keep_their_most_recent_items(champion):
+def test_long_histories_keep_their_most_recent_items(trained, champion):
+    ckpt, _ = trained
     _, model = champion
+    assert load_generator(ckpt).sequence.max_history == 20  # the cap the checkpoint was trained with
     long = [f"i{j % N_ITEMS}" for j in range(27)]
     out = model.predict(pd.DataFrame({"history": [long, long[-20:], long[-21:]]}))
-    assert list(out["item_ids"][0]) == list(out["item_ids"][1])  # max_history defaults to 20
+    assert list(out["item_ids"][0]) == list(out["item_ids"][1])
     assert list(out["scores"][0]) == list(out["scores"][1]) == list(out["scores"][2])
 
 
@@ -215,19 +217,17 @@ def test_log_recommender_rejects_bad_arguments(trained, store, tmp_path):
         log_recommender(tmp_path / "missing.ckpt", TITLES, name="bad")
     with pytest.raises(ValueError, match="k <= beam_width"):
         log_recommender(ckpt, TITLES, name="bad", k=8, beam_width=4)
-    with pytest.raises(ValueError, match="max_history=0"):
-        log_recommender(ckpt, TITLES, name="bad", max_history=0)
     with pytest.raises(ValueError, match="finite"):
         log_recommender(ckpt, TITLES, name="bad", metrics={"val_ndcg@10": float("nan")})
     with pytest.raises(ValueError, match="outside the vocabulary"):
         log_recommender(ckpt, TITLES, name="bad", k=2, beam_width=4, user_prefix={"u0": [10_000]})
     not_a_generator = tmp_path / "x.ckpt"
     torch.save({"state_dict": {}}, not_a_generator)
-    with pytest.raises(ValueError, match="not a generator checkpoint"):
+    with pytest.raises(ValueError, match="not a self-describing generator checkpoint"):
         log_recommender(not_a_generator, TITLES, name="bad")
     causal = tmp_path / "causal.ckpt"
-    torch.save({"hyper_parameters": {"vocab": toy_vocab().to_dict(), "config": {"arch": "causal_lm_lora"}},
-                "state_dict": {}}, causal)
+    torch.save({"hyper_parameters": {"vocab": toy_vocab().to_dict(), "config": {"arch": "causal_lm_lora"},
+                                     "sequence": {}}, "state_dict": {}}, causal)
     with pytest.raises(ValueError, match="arch='t5'"):
         log_recommender(causal, TITLES, name="bad")
     with pytest.raises(mlflow.exceptions.MlflowException):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def data() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def trained(data: np.ndarray, tmp_path_factory: pytest.TempPathFactory):
-    return train_rqvae(data, SMALL, seed=3, checkpoint_dir=tmp_path_factory.mktemp("ckpt"))
+    return train_rqvae(data, replace(SMALL, seed=3), checkpoint_dir=tmp_path_factory.mktemp("ckpt"))
 
 
 def test_reconstruction_loss_falls(trained) -> None:
@@ -65,7 +66,7 @@ def test_codes_shape_range_and_health(trained, data: np.ndarray) -> None:
 
 
 def test_same_seed_gives_same_codes_and_sids(trained, data: np.ndarray, tmp_path: Path) -> None:
-    again = train_rqvae(data, SMALL, seed=3, checkpoint_dir=tmp_path)
+    again = train_rqvae(data, replace(SMALL, seed=3), checkpoint_dir=tmp_path)
     np.testing.assert_array_equal(again.codes, trained.codes)
     ids = [f"i{k}" for k in range(len(data))]
     one = SemanticIdTable.from_codes(ids, trained.codes, trained.distances).to_frame()
@@ -86,7 +87,7 @@ def test_logger_receives_losses_usage_and_entropy(data: np.ndarray, tmp_path: Pa
     from lightning.pytorch.loggers import CSVLogger
 
     logger = CSVLogger(save_dir=str(tmp_path), name="rq")
-    train_rqvae(data, SMALL, seed=0, logger=logger, max_epochs=3)
+    train_rqvae(data, replace(SMALL, seed=0), logger=logger, max_epochs=3)
     metrics = pd.read_csv(Path(logger.log_dir) / "metrics.csv")
     for column in ("train/recon", "train/commitment", "codebook/usage_l0", "codebook/entropy_l1"):
         assert column in metrics.columns
@@ -97,12 +98,12 @@ def test_logger_receives_losses_usage_and_entropy(data: np.ndarray, tmp_path: Pa
 def test_refuse_small_catalogue_names_the_numbers() -> None:
     config = RQVAEConfig(codebook_size=256, on_small_catalogue="refuse")
     with pytest.raises(ValueError, match=r"100 items.*codebook_size=256 needs at least 512 items"):
-        train_rqvae(clustered(100), config, seed=0, max_epochs=1)
+        train_rqvae(clustered(100), replace(config, seed=0), max_epochs=1)
 
 
 def test_adapt_small_catalogue_shrinks_to_a_power_of_two() -> None:
     config = RQVAEConfig(n_levels=2, codebook_size=256, latent_dim=8, hidden_dims=(16,), on_small_catalogue="adapt")
-    result = train_rqvae(clustered(100), config, seed=0, max_epochs=2)
+    result = train_rqvae(clustered(100), replace(config, seed=0), max_epochs=2)
     assert result.config.codebook_size == 32  # largest power of two <= 100 / 2
     assert result.message is not None and "reduced to 32" in result.message and "100 items" in result.message
     assert result.codes.max() < 32
@@ -125,8 +126,8 @@ def test_dead_code_reset_revives_unused_codes(data: np.ndarray) -> None:
     # Without k-means the random codebooks leave most codes unused; the reset moves them onto the data.
     base = RQVAEConfig(n_levels=2, codebook_size=16, latent_dim=8, hidden_dims=(32,), batch_size=64,
                        kmeans_init=False, warmup_epochs=0, max_epochs=4)
-    revived = train_rqvae(data, base, seed=5)
-    frozen = train_rqvae(data, RQVAEConfig(**{**base.__dict__, "dead_code_reset": False}), seed=5)
+    revived = train_rqvae(data, replace(base, seed=5))
+    frozen = train_rqvae(data, replace(base, dead_code_reset=False, seed=5))
     assert revived.loss_history[0]["dead_codes_reset"] > 0
     assert "dead_codes_reset" not in frozen.loss_history[0]
     assert revived.loss_history[-1]["usage_l0"] > frozen.loss_history[-1]["usage_l0"]
@@ -143,18 +144,18 @@ def test_rotation_trick_passes_the_quantised_value_and_a_gradient() -> None:
 
 
 def test_rotation_gradient_trains(data: np.ndarray) -> None:
-    result = train_rqvae(data, RQVAEConfig(**{**SMALL.__dict__, "gradient": "rotation"}), seed=1, max_epochs=5)
+    result = train_rqvae(data, replace(SMALL, gradient="rotation", seed=1), max_epochs=5)
     assert result.loss_history[-1]["recon"] < result.loss_history[0]["recon"]
 
 
 def test_image_fusion_reconstructs_text_and_image(data: np.ndarray) -> None:
     images = clustered(len(data), dim=10, seed=9)
-    result = train_rqvae(data, SMALL, seed=0, image_embeddings=images, max_epochs=4)
+    result = train_rqvae(data, replace(SMALL, seed=0), image_embeddings=images, max_epochs=4)
     assert result.config.image_dim == 10
     assert result.codes.shape == (len(data), 2)
     assert result.loss_history[-1]["recon"] < result.loss_history[0]["recon"]
     with pytest.raises(ValueError, match="image_embeddings must be"):
-        train_rqvae(data, SMALL, seed=0, image_embeddings=images[:10], max_epochs=1)
+        train_rqvae(data, replace(SMALL, seed=0), image_embeddings=images[:10], max_epochs=1)
 
 
 @pytest.mark.parametrize(
@@ -166,7 +167,7 @@ def test_image_fusion_reconstructs_text_and_image(data: np.ndarray) -> None:
 )
 def test_bad_embeddings_are_refused(embeddings: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        train_rqvae(embeddings, SMALL, seed=0, max_epochs=1)
+        train_rqvae(embeddings, replace(SMALL, seed=0), max_epochs=1)
 
 
 @pytest.mark.parametrize(
@@ -191,13 +192,13 @@ def test_embeddings_with_a_shared_component_do_not_collapse() -> None:
     centers = rng.normal(size=(20, 384))
     x = 3 * common + centers[rng.integers(0, 20, 500)] + 0.1 * rng.normal(size=(500, 384))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    result = train_rqvae(x, SMALL, seed=0)
+    result = train_rqvae(x, replace(SMALL, seed=0))
     assert len(np.unique(result.codes[:, 0])) >= 12  # 3 when the normalisation is switched off
     assert np.unique(result.codes, axis=0).shape[0] >= 30  # 9 when it is switched off
 
 
 def test_training_that_ends_in_the_warm_up_still_initialises_codes(data: np.ndarray) -> None:
-    result = train_rqvae(data, SMALL, seed=0, max_epochs=1)
+    result = train_rqvae(data, replace(SMALL, seed=0), max_epochs=1)
     assert SMALL.warmup_epochs > 1
     assert bool(result.module.codebooks_initialised)
     assert len(np.unique(result.codes[:, 0])) >= 8

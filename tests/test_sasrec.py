@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from config_schema import UnknownSettingError, field_names, to_mapping
 from evaluation.sasrec import (
     SASRecConfig,
     SASRecModule,
@@ -16,6 +17,7 @@ from evaluation.sasrec import (
     evaluate_sasrec,
     load_sasrec,
     rank_sasrec,
+    rank_split,
     train_sasrec,
     training_sequences,
 )
@@ -76,6 +78,44 @@ def test_checkpoint_round_trip_gives_same_rankings(trained):
     reloaded = load_sasrec(result.checkpoint)
     assert reloaded.item_ids == result.module.item_ids
     np.testing.assert_array_equal(rank_sasrec(reloaded, samples, 5), rank_sasrec(result.module, samples, 5))
+
+
+def test_checkpoint_carries_every_setting_and_rebuilds_alone(trained, tmp_path):
+    splits, result = trained
+    state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+    hparams = state["hyper_parameters"]
+    assert set(hparams) == {"item_ids", "config"}
+    # every SASRecConfig field, with the values it was trained with (history window and seed included)
+    assert hparams["config"] == to_mapping(FAST)
+    assert set(hparams["config"]) == set(field_names(SASRecConfig))
+    assert hparams["config"]["max_len"] == 8 and hparams["config"]["seed"] == 3
+    # nothing but the checkpoint: same config, catalogue, rankings and metrics
+    reloaded = load_sasrec(result.checkpoint)
+    assert reloaded.config == FAST and not reloaded.training
+    for split in ("valid", "test"):
+        _, ranked, targets = rank_split(reloaded, splits, split, 10)
+        _, ranked0, targets0 = rank_split(result.module, splits, split, 10)
+        np.testing.assert_array_equal(ranked, ranked0)
+        np.testing.assert_array_equal(targets, targets0)
+        assert evaluate_sasrec(reloaded, splits, split) == evaluate_sasrec(result.module, splits, split)
+
+
+def test_checkpoint_with_unknown_config_key_fails_naming_it(trained, tmp_path):
+    _, result = trained
+    state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+    state["hyper_parameters"]["config"]["max_length"] = 50  # e.g. a setting renamed since
+    bad = tmp_path / "unknown-key.ckpt"
+    torch.save(state, bad)
+    with pytest.raises(UnknownSettingError, match=r"\['max_length'\] in SASRec checkpoint .*unknown-key.ckpt config"):
+        load_sasrec(bad)
+    del state["hyper_parameters"]["config"]["max_length"]
+    state["hyper_parameters"]["extra"] = 1
+    torch.save(state, bad)
+    with pytest.raises(ValueError, match=r"unknown \['extra'\]"):
+        load_sasrec(bad)
+    torch.save({"state_dict": state["state_dict"]}, bad)
+    with pytest.raises(ValueError, match="not a SASRec checkpoint"):
+        load_sasrec(bad)
 
 
 def test_rank_uses_the_history_not_the_user(trained):
@@ -145,8 +185,9 @@ def test_bad_config_is_rejected_with_the_field_named():
         SASRecConfig(max_len=0)
     with pytest.raises(ValueError, match="dropout"):
         SASRecConfig(dropout=1.0)
-    with pytest.raises(ValueError, match="unknown SASRecConfig keys \\['hiden'\\]"):
-        SASRecConfig.from_dict({"hiden": 32})
+    with pytest.raises(UnknownSettingError, match="unknown key\\(s\\) \\['hiden'\\] in SASRec config"):
+        SASRecModule(["a", "b"], {"hiden": 32})
+    assert not hasattr(SASRecConfig, "from_dict")  # one way to build it from a mapping: config_schema.from_mapping
 
 
 def test_bad_input_is_rejected(trained, tmp_path):

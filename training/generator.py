@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -31,66 +31,16 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
+from config_schema import from_mapping, to_mapping
 from metrics.ranking import evaluate_rankings
 from training.constrained_decoding import constrained_beam_search
 from training.sequence_data import LABEL_PAD, SampleEncoder, SequenceSample
+from training.settings import GeneratorConfig, SequenceSettings
 from training.sid_trie import SidTrie
 from training.sid_vocab import SidVocab
 
 VAL_NDCG = "val_ndcg@10"
 VAL_HR = "val_hr@10"
-
-
-@dataclass
-class GeneratorConfig:
-    """Model size, optimisation and decoding settings of the generative recommender."""
-
-    arch: Literal["t5", "causal_lm_lora"] = "t5"
-    d_model: int = 128
-    d_ff: int = 256
-    num_encoder_layers: int = 2
-    num_decoder_layers: int = 2
-    num_heads: int = 4
-    dropout: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.05
-    lr_schedule: Literal["linear", "constant"] = "linear"  # after warmup: decay to 0, or hold
-    max_epochs: int = 30
-    batch_size: int = 64
-    gradient_clip_val: float = 1.0
-    patience: int = 5  # in validation checks
-    val_every_n_epochs: int = 1
-    beam_width: int = 20
-    eval_top_k: int = 10
-    seed: int = 0
-    accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu or auto (bit-for-bit determinism only on cpu)
-    # causal-LM path
-    causal_lm_path: str | None = None
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-
-    def __post_init__(self) -> None:
-        if self.arch not in ("t5", "causal_lm_lora"):
-            raise ValueError(f"arch must be 't5' or 'causal_lm_lora', got {self.arch!r}")
-        if self.lr_schedule not in ("linear", "constant"):
-            raise ValueError(f"lr_schedule must be 'linear' or 'constant', got {self.lr_schedule!r}")
-        if self.d_model % self.num_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
-        if self.eval_top_k > self.beam_width:
-            raise ValueError(f"eval_top_k ({self.eval_top_k}) cannot exceed beam_width ({self.beam_width})")
-        if min(self.max_epochs, self.batch_size, self.val_every_n_epochs) < 1:
-            raise ValueError("max_epochs, batch_size and val_every_n_epochs must be >= 1")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GeneratorConfig:
-        """Build from a dict, rejecting unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown GeneratorConfig keys {sorted(unknown)}")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------- model construction
@@ -262,15 +212,27 @@ def rank_causal(
 
 
 class GeneratorModule(L.LightningModule):
-    """SFT of the generative recommender; validation ranks the full catalogue with constrained beams."""
+    """SFT of the generative recommender; validation ranks the full catalogue with constrained beams.
 
-    def __init__(self, vocab: SidVocab | dict, config: GeneratorConfig | dict) -> None:
+    The checkpoint describes the model: its SID vocabulary, its ``GeneratorConfig`` (seed included) and the
+    ``SequenceSettings`` its inputs were built with (history cap, user-interest tokens), so every later
+    stage encodes users exactly as training did without looking anything up elsewhere.
+    """
+
+    def __init__(self, vocab: SidVocab | dict, config: GeneratorConfig | dict,
+                 sequence: SequenceSettings | dict | None = None) -> None:
         super().__init__()
         self.vocab = vocab if isinstance(vocab, SidVocab) else SidVocab.from_dict(vocab)
-        self.config = config if isinstance(config, GeneratorConfig) else GeneratorConfig.from_dict(config)
+        self.config = config if isinstance(config, GeneratorConfig) else from_mapping(
+            GeneratorConfig, config, where="checkpoint config")
+        if sequence is None:
+            sequence = SequenceSettings()
+        self.sequence = sequence if isinstance(sequence, SequenceSettings) else from_mapping(
+            SequenceSettings, sequence, where="checkpoint sequence settings")
         # the vocabulary travels in the checkpoint so it reloads alone; kept out of the logger (too big)
         self.save_hyperparameters(
-            {"vocab": self.vocab.to_dict(), "config": asdict(self.config)}, logger=False
+            {"vocab": self.vocab.to_dict(), "config": to_mapping(self.config),
+             "sequence": to_mapping(self.sequence)}, logger=False
         )
         self.model = build_model(self.vocab, self.config)
         self.trie = SidTrie.from_vocab(self.vocab)
@@ -324,7 +286,7 @@ class GeneratorModule(L.LightningModule):
     # -- Lightning hooks
     def on_fit_start(self) -> None:
         if self.logger is not None:
-            self.logger.log_hyperparams(asdict(self.config))
+            self.logger.log_hyperparams({**asdict(self.config), **asdict(self.sequence)})
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # dropout draws from a per-step seed, so a run resumed from a checkpoint equals an uninterrupted one
@@ -377,9 +339,11 @@ def load_generator(checkpoint_path: str | Path) -> GeneratorModule:
     """Load the policy of an SFT or GRPO checkpoint as a ``GeneratorModule`` (CPU, eval mode)."""
     ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     hp = ckpt.get("hyper_parameters", {})
-    if "vocab" not in hp or "config" not in hp:
-        raise ValueError(f"{checkpoint_path} is not a generator checkpoint (no vocab/config hyperparameters)")
-    module = GeneratorModule(hp["vocab"], hp["config"])
+    missing = [k for k in ("vocab", "config", "sequence") if k not in hp]
+    if missing:
+        raise ValueError(f"{checkpoint_path} is not a self-describing generator checkpoint (no {missing} "
+                         "hyperparameters); retrain it")
+    module = GeneratorModule(hp["vocab"], hp["config"], hp["sequence"])
     state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     module.model.load_state_dict(state)
     return module.eval()
@@ -467,6 +431,7 @@ def train_generator(
     vocab: SidVocab,
     config: GeneratorConfig,
     *,
+    sequence: SequenceSettings | None = None,
     logger: Any = None,
     checkpoint_dir: str | Path,
     resume: bool = True,
@@ -474,16 +439,25 @@ def train_generator(
 ) -> TrainResult:
     """Supervised training (SFT) with early stopping on validation NDCG@10.
 
-    ``max_epochs`` (default ``config.max_epochs``) stops the trainer after that many epochs in total;
-    with ``resume=True`` a ``last.ckpt`` in ``checkpoint_dir`` is continued from its epoch and step.
+    ``sequence`` (default: the datamodule's history cap, no other change) is stored in the checkpoint; it
+    must describe the datamodule's windows. ``max_epochs`` (default ``config.max_epochs``) stops the trainer
+    after that many epochs in total; with ``resume=True`` a ``last.ckpt`` in ``checkpoint_dir`` is continued
+    from its epoch and step.
     """
+    dm_cap = getattr(datamodule, "max_history", None)
+    if sequence is None:
+        sequence = SequenceSettings(max_history=dm_cap or SequenceSettings().max_history,
+                                    use_user_interests=bool(getattr(datamodule, "user_prefix", None)))
+    if dm_cap is not None and dm_cap != sequence.max_history:
+        raise ValueError(f"the datamodule's windows use max_history={dm_cap}, the sequence settings say "
+                         f"{sequence.max_history}: build the datamodule from the settings")
     if len(datamodule.val_dataloader().dataset) == 0:
         raise ValueError("no validation samples: early stopping on validation NDCG@10 needs them")
     L.seed_everything(config.seed, workers=True, verbose=False)
     checkpoint_dir = Path(checkpoint_dir)
     last = checkpoint_dir / "last.ckpt"
     resume_from = str(last) if resume and last.exists() else None
-    module = GeneratorModule(vocab, config)
+    module = GeneratorModule(vocab, config, sequence)
     ckpt_cb, last_cb = checkpoint_callbacks(checkpoint_dir, "best")
     history = MetricHistory()
     callbacks: list[Callback] = [

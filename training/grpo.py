@@ -13,7 +13,7 @@ quality even while the reward rises).
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from config_schema import from_mapping, to_mapping
 from training.constrained_decoding import constrained_sample
 from training.generator import (
     GeneratorConfig,
@@ -31,50 +32,10 @@ from training.generator import (
     load_generator,
     make_trainer,
 )
-from training.rewards import RewardBreakdown, RewardConfig, interest_aware_reward
+from training.rewards import RewardBreakdown, interest_aware_reward
 from training.sequence_data import LABEL_PAD
+from training.settings import GRPOConfig, SequenceSettings
 from training.sid_vocab import SidVocab
-
-
-@dataclass
-class GRPOConfig:
-    """Group sampling, PPO/KL and optimisation settings of the GRPO stage."""
-
-    group_size: int = 8
-    temperature: float = 1.0
-    clip_eps: float = 0.2
-    kl_beta: float = 0.001
-    updates_per_batch: int = 2
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    gradient_clip_val: float = 1.0
-    max_epochs: int = 3
-    val_every_n_epochs: int = 1
-    #: cap on training batches per epoch (a shuffled subset each epoch); None = every training sample
-    max_batches_per_epoch: int | None = None
-    adv_eps: float = 1e-6
-    seed: int = 0
-    reward: RewardConfig = field(default_factory=RewardConfig)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.reward, dict):
-            self.reward = RewardConfig(**self.reward)
-        if self.group_size < 2:
-            raise ValueError(f"group_size must be >= 2 (advantages are relative within a group), got {self.group_size}")
-        if self.temperature <= 0 or self.clip_eps <= 0 or self.kl_beta < 0:
-            raise ValueError("temperature and clip_eps must be > 0 and kl_beta >= 0")
-        if min(self.updates_per_batch, self.max_epochs, self.val_every_n_epochs) < 1:
-            raise ValueError("updates_per_batch, max_epochs and val_every_n_epochs must be >= 1")
-        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
-            raise ValueError(f"max_batches_per_epoch must be >= 1 or None, got {self.max_batches_per_epoch}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GRPOConfig:
-        """Build from a dict, rejecting unknown keys by name."""
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown GRPOConfig keys {sorted(unknown)}")
-        return cls(**d)
 
 
 def quality_vector(vocab: SidVocab, item_quality: dict[str, float] | list[float]) -> torch.Tensor:
@@ -141,17 +102,19 @@ class GRPOModule(GeneratorModule):
         config: GeneratorConfig | dict,
         grpo: GRPOConfig | dict,
         item_quality: dict[str, float] | list[float],
+        sequence: SequenceSettings | dict | None = None,
     ) -> None:
-        super().__init__(vocab, config)
+        super().__init__(vocab, config, sequence)
         if self.config.arch != "t5":
             raise NotImplementedError("GRPO is implemented for the T5 generator (arch='t5') only")
-        self.grpo = grpo if isinstance(grpo, GRPOConfig) else GRPOConfig.from_dict(grpo)
+        self.grpo = grpo if isinstance(grpo, GRPOConfig) else from_mapping(GRPOConfig, grpo, where="checkpoint grpo")
         self.register_buffer("item_quality", quality_vector(self.vocab, item_quality))
         self.save_hyperparameters(
             {
                 "vocab": self.vocab.to_dict(),
-                "config": asdict(self.config),
-                "grpo": asdict(self.grpo),
+                "config": to_mapping(self.config),
+                "sequence": to_mapping(self.sequence),
+                "grpo": to_mapping(self.grpo),
                 "item_quality": self.item_quality.tolist(),
             },
             logger=False,
@@ -166,7 +129,7 @@ class GRPOModule(GeneratorModule):
     ) -> GRPOModule:
         """Policy and frozen reference both initialised from an SFT checkpoint (vocab and config too)."""
         sft = load_generator(sft_checkpoint)
-        module = cls(sft.vocab, sft.config, grpo, item_quality)
+        module = cls(sft.vocab, sft.config, grpo, item_quality, sft.sequence)
         module.load_policy(sft.model.state_dict())
         return module
 

@@ -9,14 +9,31 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 _WHITESPACE = re.compile(r"\s+")
 _TERMINAL = (".", "!", "?", "…")
 _ELLIPSIS = "…"
 INTERESTS_PREFIX = "Interests: "
+
+
+@dataclass(frozen=True)
+class ItemTextSettings:
+    """What goes into an item's text before it is embedded (IEID)."""
+
+    with_interests: bool = field(default=True, metadata={
+        "description": "Append curated descriptors to the item text (False: plain text, the ablation)"})
+    keep_all_descriptors: bool = field(default=False, metadata={
+        "description": "Use every descriptor, not only label-1 ones"})
+    max_chars: int = field(default=1200, metadata={"description": "Cut the enriched text at this many characters"})
+
+    def __post_init__(self) -> None:
+        if self.max_chars < 64:
+            raise ValueError(f"ItemTextSettings.max_chars must be >= 64, got {self.max_chars}")
 
 
 def _clean(value: object) -> str:
@@ -123,3 +140,19 @@ def build_item_texts(
         )
     ]
     return pd.Series(texts, index=items.index, name="text", dtype="object")
+
+
+def catalogue_item_texts(items: pd.DataFrame, descriptors: Mapping[str, Sequence[str]] | None,
+                         settings: ItemTextSettings) -> pd.Series:
+    """Enriched text of every catalogue row: title, description with categories and brand, caption, then the
+    item's descriptors (when ``settings.with_interests``), cut at ``settings.max_chars``."""
+    frame = items.copy()
+    details = [frame["description"].fillna("") if "description" in frame else pd.Series([""] * len(frame),
+                                                                                        index=frame.index)]
+    for col, label in (("categories", "Category"), ("brand", "Brand")):
+        if col in frame:
+            val = frame[col].fillna("").astype(str)
+            details.append(np.where(val.str.len() > 0, label + ": " + val + ".", ""))
+    frame["description"] = [" ".join(p for p in parts if p) for parts in zip(*details, strict=True)]
+    frame["descriptors"] = [list(descriptors.get(i, [])) if descriptors else [] for i in frame["item_id"]]
+    return build_item_texts(frame, with_interests=settings.with_interests, max_chars=settings.max_chars)

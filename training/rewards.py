@@ -15,14 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class RewardConfig:
-    """Weights of the reward terms (defaults from the paper)."""
-
-    lambda_valid: float = 0.1
-    lambda_pref: float = 0.3
-    alpha: float = 0.5
+from training.settings import RewardConfig
 
 
 @dataclass
@@ -49,7 +42,7 @@ def interest_aware_reward(
     target_quality: torch.Tensor,
     *,
     levels: int,
-    config: RewardConfig = RewardConfig(),
+    config: RewardConfig | None = None,
 ) -> RewardBreakdown:
     """Rewards of ``G`` sampled SIDs for each of ``B`` users.
 
@@ -58,6 +51,7 @@ def interest_aware_reward(
     [B, G] is the decoded item index (-1 = not a valid SID); ``target_item`` [B] the target's index;
     ``target_quality`` [B] its quality in [0, 1].
     """
+    config = config or RewardConfig()
     if sample_tokens.ndim != 3 or sample_item.shape != sample_tokens.shape[:2]:
         raise ValueError(
             f"sample_tokens must be [B, G, T] and sample_item [B, G], got {tuple(sample_tokens.shape)} "

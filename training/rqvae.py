@@ -17,83 +17,27 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from torch import nn
 
+from config_schema import from_mapping
+from training.settings import RQVAEConfig
+
 MIN_ITEMS = 4
 ITEMS_PER_CODE = 2
 
 
-@dataclass(frozen=True)
-class RQVAEConfig:
-    """Hyper-parameters of the RQ-VAE and its training.
-
-    ``on_small_catalogue``: when there are fewer than ``2 * codebook_size`` items, ``"adapt"`` shrinks the
-    codebooks to the largest power of two ≤ n_items / 2 and ``"refuse"`` raises a ValueError.
-    ``warmup_epochs``: epochs trained as a plain autoencoder before k-means initialises the codebooks. An
-    untrained encoder maps all items close together, so k-means there is undone by the first updates and the
-    codes collapse; after the warm-up the latent space already spreads the items.
-    ``image_dim``: when set, the input is [text | image]; the image vector is mapped by a linear layer to the
-    text dimension, the two are fused by a second linear layer, and the decoder reconstructs both.
-    """
-
-    n_levels: int = 3
-    codebook_size: int = 256
-    latent_dim: int = 32
-    hidden_dims: tuple[int, ...] = (256, 128)
-    beta: float = 0.25
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    max_epochs: int = 30
-    warmup_epochs: int = 2
-    kmeans_init: bool = True
-    kmeans_iters: int = 50
-    kmeans_max_samples: int = 50_000
-    dead_code_reset: bool = True
-    reset_pool_size: int = 4096
-    gradient: Literal["ste", "rotation"] = "ste"
-    on_small_catalogue: Literal["adapt", "refuse"] = "adapt"
-    image_dim: int | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
-        positive = {
-            "n_levels": self.n_levels, "codebook_size": self.codebook_size, "latent_dim": self.latent_dim,
-            "batch_size": self.batch_size, "max_epochs": self.max_epochs, "kmeans_iters": self.kmeans_iters,
-            "kmeans_max_samples": self.kmeans_max_samples, "reset_pool_size": self.reset_pool_size,
-        }
-        if self.warmup_epochs < 0:
-            raise ValueError(f"RQVAEConfig.warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        for name, value in positive.items():
-            if int(value) < 1:
-                raise ValueError(f"RQVAEConfig.{name} must be >= 1, got {value}")
-        if self.codebook_size < 2:
-            raise ValueError(f"RQVAEConfig.codebook_size must be >= 2, got {self.codebook_size}")
-        if any(h < 1 for h in self.hidden_dims):
-            raise ValueError(f"RQVAEConfig.hidden_dims must be positive, got {self.hidden_dims}")
-        if self.beta < 0 or self.learning_rate <= 0 or self.weight_decay < 0:
-            raise ValueError("RQVAEConfig needs beta >= 0, learning_rate > 0 and weight_decay >= 0")
-        if self.gradient not in ("ste", "rotation"):
-            raise ValueError(f"RQVAEConfig.gradient must be 'ste' or 'rotation', got {self.gradient!r}")
-        if self.on_small_catalogue not in ("adapt", "refuse"):
-            raise ValueError(
-                f"RQVAEConfig.on_small_catalogue must be 'adapt' or 'refuse', got {self.on_small_catalogue!r}"
-            )
-        if self.image_dim is not None and self.image_dim < 1:
-            raise ValueError(f"RQVAEConfig.image_dim must be >= 1 or None, got {self.image_dim}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RQVAEConfig:
-        """Build from a plain dict (e.g. saved hyper-parameters); unknown keys are an error."""
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown RQVAEConfig fields: {sorted(unknown)}")
-        return cls(**values)
+def rqvae_config_from_checkpoint(path: str | Path) -> RQVAEConfig:
+    """The configuration (seed included) an RQ-VAE checkpoint was trained with."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    hp = ckpt.get("hyper_parameters", {})
+    if "config" not in hp:
+        raise ValueError(f"{path} is not an RQ-VAE checkpoint (no config hyperparameters)")
+    return from_mapping(RQVAEConfig, hp["config"], where=f"RQ-VAE checkpoint {path}")
 
 
 def resolve_codebook_size(
@@ -159,7 +103,7 @@ class RQVAE(L.LightningModule):
 
     def __init__(self, input_dim: int, config: RQVAEConfig | dict[str, Any] | None = None) -> None:
         super().__init__()
-        cfg = config if isinstance(config, RQVAEConfig) else RQVAEConfig.from_dict(config or {})
+        cfg = config if isinstance(config, RQVAEConfig) else from_mapping(RQVAEConfig, config, where="RQ-VAE config")
         if input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {input_dim}")
         self.save_hyperparameters({"input_dim": int(input_dim), "config": asdict(cfg)})
@@ -185,7 +129,6 @@ class RQVAE(L.LightningModule):
         self._reset_pool: list[list[torch.Tensor]] = [[] for _ in range(cfg.n_levels)]
         # The whole training set for k-means after the warm-up (set by train_rqvae; not saved).
         self.kmeans_data: torch.Tensor | None = None
-        self.kmeans_seed = 0
         self._epoch_sums: dict[str, float] = {}
         self._epoch_items = 0
         self.history: list[dict[str, float]] = []
@@ -320,7 +263,7 @@ class RQVAE(L.LightningModule):
         cfg = self.config
         if not self.warming_up and cfg.kmeans_init and not bool(self.codebooks_initialised):
             if self.kmeans_data is not None:
-                self.initialise_codebooks(self.kmeans_data, seed=self.kmeans_seed)
+                self.initialise_codebooks(self.kmeans_data, seed=self.config.seed)
         self._epoch_counts.zero_()
         self._epoch_sums = {}
         self._epoch_items = 0
@@ -332,7 +275,7 @@ class RQVAE(L.LightningModule):
             self.fit_normaliser(x)  # only without train_rqvae, which fits it on all items
         if not warm and not bool(self.codebooks_initialised) and self.config.kmeans_init:
             # Only without train_rqvae, which hands the module all items for k-means.
-            self.initialise_codebooks(x, seed=int(torch.initial_seed()) % (2**31))
+            self.initialise_codebooks(x, seed=self.config.seed)
         out = self(x, quantise=not warm)
         n = x.shape[0]
         for level in range(self.config.n_levels if not warm else 0):
@@ -427,7 +370,6 @@ def train_rqvae(
     embeddings: np.ndarray,
     config: RQVAEConfig | None = None,
     *,
-    seed: int,
     logger: Any = None,
     checkpoint_dir: str | Path | None = None,
     max_epochs: int | None = None,
@@ -437,14 +379,16 @@ def train_rqvae(
 ) -> RQVAEResult:
     """Train an RQ-VAE on item embeddings [n_items, dim] and return every item's codes.
 
-    Seeds everything and runs a deterministic, quiet Lightning Trainer; ``logger`` (e.g. an MLFlowLogger)
-    receives losses and per-level usage/entropy; a checkpoint of the last epoch goes to ``checkpoint_dir``.
+    Seeds everything from ``config.seed`` and runs a deterministic, quiet Lightning Trainer; ``logger`` (e.g.
+    an MLFlowLogger) receives losses and per-level usage/entropy; a checkpoint of the last epoch goes to
+    ``checkpoint_dir``.
     ``num_threads`` sets torch's intra-op threads during training (restored afterwards); 1 is much faster
     for this small MLP on a busy CPU, where threads spin against other processes.
     """
     import time
 
     cfg = config or RQVAEConfig()
+    seed = cfg.seed
     x = np.asarray(embeddings)
     if x.ndim != 2 or x.shape[1] < 1:
         raise ValueError(f"embeddings must be a 2-D array [n_items, dim], got shape {x.shape}")
@@ -481,7 +425,7 @@ def train_rqvae(
             module = RQVAE(input_dim, cfg)
             data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
             module.fit_normaliser(data)
-            module.kmeans_data, module.kmeans_seed = data, seed
+            module.kmeans_data = data
             if cfg.kmeans_init and cfg.warmup_epochs == 0:
                 module.initialise_codebooks(data, seed=seed)
             loader = torch.utils.data.DataLoader(

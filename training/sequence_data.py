@@ -17,7 +17,7 @@ training prefix only** (``user_interests`` mines train items only for that reaso
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from training.settings import SequenceSettings
 
 if TYPE_CHECKING:
     from training.sid_vocab import SidVocab
@@ -139,6 +141,30 @@ def interest_prefix_tokens(
                 seen.append(key)
         out[str(user)] = [t for key in seen for t in key]
     return out
+
+
+def user_interest_tokens(
+    interests: pd.DataFrame,
+    item_embeddings: pd.DataFrame,
+    vocab: SidVocab,
+    encode: Callable[[list[str]], np.ndarray],
+    settings: SequenceSettings,
+) -> dict[str, list[int]]:
+    """Interest tokens per user from the ``user_interests`` table (user_id, rank, interest; built from the
+    training prefix only) and the item embeddings the SIDs were trained on (item_id, embedding)."""
+    by_item = dict(zip(item_embeddings["item_id"].astype(str), item_embeddings["embedding"], strict=True))
+    missing = [i for i in vocab.item_ids if i not in by_item]
+    if missing:
+        raise ValueError(f"{len(missing)} item(s) of the SID vocabulary have no embedding, e.g. {missing[:3]}")
+    item_matrix = np.stack([np.asarray(by_item[i], dtype=np.float32) for i in vocab.item_ids])
+    ordered = interests.sort_values(["user_id", "rank"], kind="stable")
+    texts = ordered["interest"].astype(str).tolist()
+    vectors = encode(texts) if texts else np.zeros((0, item_matrix.shape[1]), np.float32)
+    per_user: dict[str, list[np.ndarray]] = {}
+    for user, vec in zip(ordered["user_id"].astype(str), vectors, strict=True):
+        per_user.setdefault(user, []).append(vec)
+    return interest_prefix_tokens({u: np.stack(v) for u, v in per_user.items()}, item_matrix, vocab,
+                                  n=settings.interest_tokens, depth=settings.interest_depth)
 
 
 class SampleEncoder:
@@ -259,11 +285,34 @@ class SequenceDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.seed = seed
+        self.max_history = max_history
+        self.user_prefix = user_prefix
         self.samples = build_samples(splits, max_history=max_history)
         encoder = SampleEncoder(vocab, user_prefix)
         self.datasets = {s: SequenceDataset(self.samples[s], encoder) for s in SPLITS}
         if len(self.datasets["train"]) == 0:
             raise ValueError("no training samples: every user needs at least 2 train interactions")
+
+    @classmethod
+    def for_settings(
+        cls,
+        splits: pd.DataFrame,
+        vocab: SidVocab,
+        sequence: SequenceSettings,
+        *,
+        batch_size: int,
+        seed: int,
+        user_prefix: Mapping[str, Sequence[int]] | None,
+        eval_batch_size: int | None = 128,
+    ) -> SequenceDataModule:
+        """The windows a model with ``sequence`` settings is trained and evaluated on; ``seed`` orders the
+        training windows. ``user_prefix`` must be given exactly when the settings use user interests."""
+        if sequence.use_user_interests and user_prefix is None:
+            raise ValueError("these sequence settings use user-interest tokens, but no user_prefix was given")
+        if not sequence.use_user_interests and user_prefix:
+            raise ValueError("these sequence settings have use_user_interests=False, but a user_prefix was given")
+        return cls(splits, vocab, max_history=sequence.max_history, batch_size=batch_size,
+                   eval_batch_size=eval_batch_size, seed=seed, user_prefix=user_prefix)
 
     def _collate(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return collate(rows, self.vocab.pad_id)

@@ -1,0 +1,179 @@
+"""Every setting of the training stages, defined once: the generator (SFT), its input sequences, GRPO and its
+reward, the RQ-VAE. Plain dataclasses with no heavy imports, so the Dagster code location derives its
+launchpad configs from them without loading torch or Lightning; checkpoints store them and rebuild them with
+``config_schema.from_mapping``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class SequenceSettings:
+    """How a user's history becomes the generator's input. Defined once: SFT trains with it, the checkpoint
+    carries it, and GRPO, evaluation, the baselines and serving read it from there."""
+
+    max_history: int = field(default=20, metadata={
+        "description": "History cap of every sequence model: the last N items before a target (SFT, GRPO, "
+                       "SASRec, evaluation and serving windows)"})
+    use_user_interests: bool = field(default=True, metadata={
+        "description": "Prepend the user's interest tokens (from the training prefix) to the input"})
+    interest_tokens: int = field(default=4, metadata={"description": "User interests turned into tokens"})
+    interest_depth: int = field(default=2, metadata={"description": "SID levels per interest token group"})
+
+    def __post_init__(self) -> None:
+        if self.max_history < 1 or self.interest_tokens < 1 or self.interest_depth < 1:
+            raise ValueError(f"SequenceSettings needs max_history, interest_tokens and interest_depth >= 1, got "
+                             f"{self.max_history}, {self.interest_tokens}, {self.interest_depth}")
+
+
+@dataclass
+class GeneratorConfig:
+    """Model size, optimisation and decoding settings of the generative recommender."""
+
+    arch: Literal["t5", "causal_lm_lora"] = "t5"
+    d_model: int = 128
+    d_ff: int = 256
+    num_encoder_layers: int = 2
+    num_decoder_layers: int = 2
+    num_heads: int = 4
+    dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    lr_schedule: Literal["linear", "constant"] = "linear"  # after warmup: decay to 0, or hold
+    max_epochs: int = 30
+    batch_size: int = 64
+    gradient_clip_val: float = 1.0
+    patience: int = 5  # in validation checks
+    val_every_n_epochs: int = 1
+    beam_width: int = 20
+    eval_top_k: int = 10
+    seed: int = 0
+    accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu or auto (bit-for-bit determinism only on cpu)
+    # causal-LM path
+    causal_lm_path: str | None = None
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("t5", "causal_lm_lora"):
+            raise ValueError(f"arch must be 't5' or 'causal_lm_lora', got {self.arch!r}")
+        if self.lr_schedule not in ("linear", "constant"):
+            raise ValueError(f"lr_schedule must be 'linear' or 'constant', got {self.lr_schedule!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        if self.eval_top_k > self.beam_width:
+            raise ValueError(f"eval_top_k ({self.eval_top_k}) cannot exceed beam_width ({self.beam_width})")
+        if min(self.max_epochs, self.batch_size, self.val_every_n_epochs) < 1:
+            raise ValueError("max_epochs, batch_size and val_every_n_epochs must be >= 1")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Weights of the reward terms (defaults from the paper)."""
+
+    lambda_valid: float = 0.1
+    lambda_pref: float = 0.3
+    alpha: float = 0.5
+
+
+@dataclass
+class GRPOConfig:
+    """Group sampling, PPO/KL and optimisation settings of the GRPO stage (the sequence settings come from
+    the SFT checkpoint it starts from)."""
+
+    group_size: int = 8
+    temperature: float = 1.0
+    clip_eps: float = 0.2
+    kl_beta: float = 0.001
+    updates_per_batch: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    gradient_clip_val: float = 1.0
+    max_epochs: int = 3
+    val_every_n_epochs: int = 1
+    #: cap on training batches per epoch (a shuffled subset each epoch); None = every training sample
+    max_batches_per_epoch: int | None = None
+    batch_size: int = field(default=64, metadata={"description": "users per GRPO batch (each sampled group_size "
+                                                                 "times)"})
+    adv_eps: float = 1e-6
+    seed: int = field(default=0, metadata={"description": "seeds the order of the training windows, the group "
+                                                          "sampling and the trainer"})
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reward, dict):
+            self.reward = RewardConfig(**self.reward)
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (advantages are relative within a group), got {self.group_size}")
+        if self.temperature <= 0 or self.clip_eps <= 0 or self.kl_beta < 0:
+            raise ValueError("temperature and clip_eps must be > 0 and kl_beta >= 0")
+        if min(self.updates_per_batch, self.max_epochs, self.val_every_n_epochs, self.batch_size) < 1:
+            raise ValueError("updates_per_batch, max_epochs, val_every_n_epochs and batch_size must be >= 1")
+        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
+            raise ValueError(f"max_batches_per_epoch must be >= 1 or None, got {self.max_batches_per_epoch}")
+
+
+@dataclass(frozen=True)
+class RQVAEConfig:
+    """Hyper-parameters of the RQ-VAE and its training.
+
+    ``on_small_catalogue``: when there are fewer than ``2 * codebook_size`` items, ``"adapt"`` shrinks the
+    codebooks to the largest power of two ≤ n_items / 2 and ``"refuse"`` raises a ValueError.
+    ``warmup_epochs``: epochs trained as a plain autoencoder before k-means initialises the codebooks. An
+    untrained encoder maps all items close together, so k-means there is undone by the first updates and the
+    codes collapse; after the warm-up the latent space already spreads the items.
+    ``image_dim``: when set, the input is [text | image]; the image vector is mapped by a linear layer to the
+    text dimension, the two are fused by a second linear layer, and the decoder reconstructs both.
+    """
+
+    n_levels: int = 3
+    codebook_size: int = 256
+    latent_dim: int = 32
+    hidden_dims: tuple[int, ...] = (256, 128)
+    beta: float = 0.25
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    max_epochs: int = 30
+    warmup_epochs: int = 2
+    kmeans_init: bool = True
+    kmeans_iters: int = 50
+    kmeans_max_samples: int = 50_000
+    dead_code_reset: bool = True
+    reset_pool_size: int = 4096
+    gradient: Literal["ste", "rotation"] = "ste"
+    on_small_catalogue: Literal["adapt", "refuse"] = "adapt"
+    image_dim: int | None = None
+    seed: int = field(default=0, metadata={"description": "seeds initialisation, k-means, data order and training"})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
+        positive = {
+            "n_levels": self.n_levels, "codebook_size": self.codebook_size, "latent_dim": self.latent_dim,
+            "batch_size": self.batch_size, "max_epochs": self.max_epochs, "kmeans_iters": self.kmeans_iters,
+            "kmeans_max_samples": self.kmeans_max_samples, "reset_pool_size": self.reset_pool_size,
+        }
+        if self.warmup_epochs < 0:
+            raise ValueError(f"RQVAEConfig.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        for name, value in positive.items():
+            if int(value) < 1:
+                raise ValueError(f"RQVAEConfig.{name} must be >= 1, got {value}")
+        if self.codebook_size < 2:
+            raise ValueError(f"RQVAEConfig.codebook_size must be >= 2, got {self.codebook_size}")
+        if any(h < 1 for h in self.hidden_dims):
+            raise ValueError(f"RQVAEConfig.hidden_dims must be positive, got {self.hidden_dims}")
+        if self.beta < 0 or self.learning_rate <= 0 or self.weight_decay < 0:
+            raise ValueError("RQVAEConfig needs beta >= 0, learning_rate > 0 and weight_decay >= 0")
+        if self.gradient not in ("ste", "rotation"):
+            raise ValueError(f"RQVAEConfig.gradient must be 'ste' or 'rotation', got {self.gradient!r}")
+        if self.on_small_catalogue not in ("adapt", "refuse"):
+            raise ValueError(
+                f"RQVAEConfig.on_small_catalogue must be 'adapt' or 'refuse', got {self.on_small_catalogue!r}"
+            )
+        if self.image_dim is not None and self.image_dim < 1:
+            raise ValueError(f"RQVAEConfig.image_dim must be >= 1 or None, got {self.image_dim}")
