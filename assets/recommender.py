@@ -124,10 +124,13 @@ def train_sft(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence:
         }))
 
 
-def window_stats(dm) -> dict[str, int]:
-    """The longest history any window of each split holds (shows the history cap every stage applied)."""
-    return {f"longest_{split}_history": max((len(s.history) for s in dm.samples[split]), default=0)
-            for split in ("train", "valid", "test")}
+def window_stats(dm) -> dict:
+    """The longest history any window of each split holds (the history cap the stage applied), and a
+    fingerprint of the first epoch's window order (what the stage's seed decided)."""
+    order = list(dm.train_dataloader().sampler)
+    return {**{f"longest_{split}_history": max((len(s.history) for s in dm.samples[split]), default=0)
+               for split in ("train", "valid", "test")},
+            "window_order_sha256": hashlib.sha256(json.dumps(order).encode()).hexdigest()[:16]}
 
 
 @dg.asset(

@@ -33,6 +33,14 @@ class DerivedConfig(dg.Config):
                 raise ValueError(f"unknown key(s) {unknown} in {cls.__name__}; allowed: {allowed}")
         return data
 
+    @model_validator(mode="after")
+    def _library_accepts(self) -> DerivedConfig:
+        # the library's own checks (ranges, combinations) run as soon as the config is built, not mid-run
+        if type(self).__digr_check_on_create__:
+            for cls in self.library_classes():
+                self.build(cls)
+        return self
+
     @classmethod
     def library_classes(cls) -> tuple[type, ...]:
         return cls.__digr_library__  # type: ignore[attr-defined]
@@ -95,12 +103,14 @@ def _as_plain(settings: Any) -> dict[str, Any]:
 
 def dagster_config(*library: type, name: str, exclude: Collection[str] = (),
                    descriptions: Mapping[str, str] | None = None, doc: str | None = None,
-                   nested: Mapping[str, tuple[type, Collection[str], str]] | None = None) -> type[DerivedConfig]:
+                   nested: Mapping[str, tuple[type, Collection[str], str]] | None = None,
+                   check_on_create: bool = True) -> type[DerivedConfig]:
     """A Dagster Config with every field of the ``library`` settings classes but ``exclude``.
 
     Field names must not clash between the classes (a clash would be two definitions of one setting).
     ``nested`` adds one sub-config per entry: ``name -> (settings class, its excluded fields, description)``;
-    ``config.nested_values(name)`` returns its values as a plain mapping.
+    ``config.nested_values(name)`` returns its values as a plain mapping. ``check_on_create`` runs the
+    library's validation when the config is made (off where the asset completes the values at run time).
     """
     fields: dict[str, tuple[Any, Any]] = {}
     owner: dict[str, str] = {}
@@ -132,6 +142,7 @@ def dagster_config(*library: type, name: str, exclude: Collection[str] = (),
     model = create_model(name, __base__=DerivedConfig, __doc__=doc or library[0].__doc__, **fields)
     model.__digr_library__ = tuple(library)
     model.__digr_excluded__ = tuple(exclude)
+    model.__digr_check_on_create__ = check_on_create
     return model
 
 

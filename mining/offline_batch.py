@@ -6,20 +6,28 @@ machine (``python -m mining.offline_batch answer ...``; needs only torch, transf
 ``import_answers`` puts the answers into the call cache, after checking every key against its request, so
 the next ``item_interests`` materialisation finds them as cache hits. Answers are keyed by content: an
 answer can only ever be served for exactly the request it was computed for.
+
+The key (``mining.call_cache.cache_key``) holds the backend kind, the model, the prompt version and the request;
+it does not hold where or how the answer was computed (``device``, batch size, endpoint: see
+``mining.backends.RUNTIME_SETTINGS``), which is what lets answers computed on a GPU serve the CPU pipeline.
+The ``answer`` command's backend options are the miner settings of ``mining.backends.MinerConfig`` (derived
+from its fields, not copied), less those that shape requests: the requests are fixed in the file.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import sys
 import time
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from mining.backends import ChatRequest, Completion, LLMBackend
+from mining.backends import ANSWER_SETTINGS, ChatRequest, Completion, LLMBackend, MinerConfig, build_backend
 from mining.call_cache import CacheEntry, CallCache, backend_kind, cache_key, canonical_request_json
 
 REQUESTS_FORMAT = "digr-llm-requests/1"
@@ -183,27 +191,56 @@ def import_answers(path: str | Path, cache: CallCache) -> int:
     return len(entries)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``answer REQUESTS OUT``: answer a requests file with a local transformers model (GPU when present)."""
-    from mining.transformers_backend import TransformersBackend
+# the answering machine's own defaults (a GPU when there is one, big batches); all else as in MinerConfig
+_ANSWER_DEFAULTS = {"name": "offline", "device": "auto", "batch_size": 64}
+# settings that shape requests do nothing here: the requests are fixed in the file (backend and model stay,
+# they must match the calls')
+_NOT_OPTIONS = frozenset(ANSWER_SETTINGS) - {"backend", "model"}
 
+
+def _add_miner_options(parser: argparse.ArgumentParser) -> list[str]:
+    """One ``--option`` per MinerConfig field (less ``_NOT_OPTIONS``), typed from the field; returns the names."""
+    hints = typing.get_type_hints(MinerConfig)
+    names = []
+    for f in dataclasses.fields(MinerConfig):
+        if f.name in _NOT_OPTIONS:
+            continue
+        annotation = hints[f.name]
+        options: dict = {"dest": f.name, "default": None,
+                         "help": f"{f.metadata.get('description', '')} (default: "
+                                 f"{_ANSWER_DEFAULTS.get(f.name, f.default)})"}
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) is typing.Literal:
+            options["choices"] = list(args)
+        elif annotation is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            kind = annotation if isinstance(annotation, type) else (args[0] if len(args) == 1 else str)
+            options["type"] = kind
+        parser.add_argument("--" + f.name.replace("_", "-"), **options)
+        names.append(f.name)
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``answer REQUESTS OUT``: answer a requests file with a miner backend (default: the shipped SmolLM2 on
+    transformers, on the GPU when there is one)."""
     parser = argparse.ArgumentParser(prog="python -m mining.offline_batch")
     sub = parser.add_subparsers(dest="command", required=True)
-    ans = sub.add_parser("answer", help="answer a requests file with a local transformers model")
+    ans = sub.add_parser("answer", help="answer a requests file with a miner backend (default: local transformers)")
     ans.add_argument("requests")
     ans.add_argument("out")
-    ans.add_argument("--model", required=True, help="model identity the calls were exported for")
-    ans.add_argument("--model-path", required=True, help="model directory (or the folder holding --gguf-file)")
-    ans.add_argument("--gguf-file")
-    ans.add_argument("--device", default="auto")
-    ans.add_argument("--batch-size", type=int, default=64)
+    names = _add_miner_options(ans)
     ans.add_argument("--chunk-size", type=int, default=1024)
     args = parser.parse_args(argv)
     calls = read_calls(args.requests)
-    backend = TransformersBackend(name="offline", model=args.model, model_path=args.model_path,
-                                  gguf_file=args.gguf_file, batch_size=args.batch_size, device=args.device)
+    values = {**_ANSWER_DEFAULTS, **{k: getattr(args, k) for k in names if getattr(args, k) is not None}}
+    try:
+        backend = build_backend(MinerConfig(**values))
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
     stats = answer_calls(calls, backend, args.out, chunk_size=args.chunk_size)
-    print(json.dumps({**stats, "device": str(backend.device)}))
+    print(json.dumps({**stats, "device": str(getattr(backend, "device", "n/a"))}))
     return 0
 
 

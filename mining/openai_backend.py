@@ -1,4 +1,7 @@
-"""Backend for any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, Ollama, llama.cpp, hosted APIs)."""
+"""Backend for any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, Ollama, llama.cpp, hosted APIs).
+
+Registered as backend ``openai``.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import time
 
 import httpx
 
-from mining.backends import ChatRequest, Completion, LLMError
+from mining.backends import ChatRequest, Completion, LLMError, MinerConfig, register_backend
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ class _RetryableError(Exception):
         self.retry_after = retry_after
 
 
+@register_backend("openai")
 class OpenAIBackend:
     """POST {base_url}/chat/completions with bounded concurrency, rate limiting and retries.
 
@@ -45,6 +49,24 @@ class OpenAIBackend:
     """
 
     kind = "openai"
+
+    @staticmethod
+    def config_problems(cfg: MinerConfig) -> list[str]:
+        """Settings checks of an openai miner."""
+        problems = []
+        if not cfg.base_url:
+            problems.append("an openai miner needs base_url")
+        elif not cfg.base_url.startswith(("http://", "https://")):
+            problems.append(f"base_url must start with http:// or https://, got {cfg.base_url!r}")
+        if not cfg.model:
+            problems.append("an openai miner needs model")
+        return problems
+
+    @classmethod
+    def from_config(cls, cfg: MinerConfig) -> OpenAIBackend:
+        return cls(name=cfg.name, model=cfg.model, base_url=cfg.base_url or "", api_key_env=cfg.api_key_env,
+                   max_concurrency=cfg.max_concurrency, requests_per_second=cfg.requests_per_second,
+                   max_retries=cfg.max_retries, timeout_s=cfg.timeout_s)
 
     def __init__(self, *, name: str, model: str, base_url: str, api_key_env: str | None = None,
                  max_concurrency: int = 8, requests_per_second: float | None = None, max_retries: int = 5,

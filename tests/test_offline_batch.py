@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import gzip
 import json
 
 import pandas as pd
 import pytest
 
+from mining.backends import ANSWER_SETTINGS, MinerConfig
 from mining.call_cache import DuckDBCallCache
 from mining.item_mining import item_mining_requests, mine_item_interests
 from mining.offline_batch import (
     OfflineBatchError,
+    _add_miner_options,
     answer_calls,
     import_answers,
+    main,
     pending_calls,
     read_calls,
     write_calls,
@@ -22,7 +27,7 @@ from mining.offline_batch import (
 from mining.prompts import PROMPT_VERSION
 from mining.transformers_backend import resolve_device
 from tests.fake_openai_server import FakeOpenAIServer
-from tests.test_item_mining import _api_key, _items, _miner  # noqa: F401  (fixture + builders)
+from tests.test_item_mining import KEY_ENV, _api_key, _items, _miner  # noqa: F401  (fixture + builders)
 
 
 def _export(items: pd.DataFrame, cfg, cache, path):
@@ -127,3 +132,24 @@ def test_device_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch sees no CUDA device"):
             resolve_device("cuda")
+
+
+def test_answer_command_options_are_the_miner_settings(tmp_path, capsys) -> None:
+    """The CLI's backend options are derived from MinerConfig (less the request-shaping settings)."""
+    names = _add_miner_options(argparse.ArgumentParser())
+    request_shaping = set(ANSWER_SETTINGS) - {"backend", "model"}
+    assert set(names) == {f.name for f in dataclasses.fields(MinerConfig)} - request_shaping
+    items = _items(3)
+    cache = DuckDBCallCache(tmp_path / "w.duckdb")
+    with FakeOpenAIServer() as server:
+        _backend, cfg = _miner(server, "few_shot_phrase")
+        calls = _export(items, cfg, cache, tmp_path / "req.jsonl.gz")
+        assert main(["answer", str(tmp_path / "req.jsonl.gz"), str(tmp_path / "ans.jsonl.gz"), "--backend", "openai",
+                     "--model", cfg.model, "--base-url", server.base_url, "--api-key-env", KEY_ENV,
+                     "--max-concurrency", "2", "--max-retries", "1"]) == 0
+        assert len(server.requests) == len(calls)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["answered"] == len(calls)
+    assert import_answers(tmp_path / "ans.jsonl.gz", cache) == len(calls)
+    with pytest.raises(SystemExit):
+        main(["answer", str(tmp_path / "req.jsonl.gz"), str(tmp_path / "x.jsonl.gz"), "--backend", "openai"])
+    assert "an openai miner needs base_url" in capsys.readouterr().err

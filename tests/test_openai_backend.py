@@ -154,6 +154,7 @@ def test_build_backend_from_config() -> None:
                           api_key_env=KEY_ENV, prompt_style="structured_json", n_descriptors=2)
         backend = build_backend(cfg)
         [answer] = backend.complete_batch([_json_request("Pipette")])
+    assert isinstance(backend, OpenAIBackend) and backend.kind == "openai"
     assert backend.name == "remote" and backend.model == "fake-model"
     assert '"pipette motive 1"' in answer.text and expected_descriptors(
         _json_request("Pipette").messages, 2)[1]["descriptor"] == "pipette motive 1"
@@ -164,6 +165,8 @@ def test_build_backend_from_config() -> None:
     ({"backend": "transformers", "model_path": None}, "model_path"),
     ({"backend": "openai", "base_url": "http://x", "n_descriptors": 0}, "n_descriptors"),
     ({"backend": "grpc", "base_url": "http://x"}, "backend"),
+    ({"backend": "openai", "base_url": "ftp://x"}, "http:// or https://"),
+    ({"backend": "openai", "base_url": "http://x", "model": None}, "an openai miner needs model"),
 ])
 def test_invalid_miner_config_is_rejected(overrides: dict, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
@@ -173,3 +176,11 @@ def test_invalid_miner_config_is_rejected(overrides: dict, fragment: str) -> Non
 def test_base_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="base_url"):
         OpenAIBackend(name="x", model="m", base_url="ftp://host")
+
+
+def test_every_transport_setting_reaches_the_backend() -> None:
+    cfg = MinerConfig(name="remote", backend="openai", model="m", base_url="https://llm.example.org/v1/",
+                      api_key_env=KEY_ENV, max_concurrency=3, requests_per_second=2.5, max_retries=1, timeout_s=4.0)
+    backend = build_backend(cfg)
+    assert (backend.base_url, backend.api_key_env, backend.max_concurrency, backend.requests_per_second,
+            backend.max_retries, backend.timeout_s) == ("https://llm.example.org/v1", KEY_ENV, 3, 2.5, 1, 4.0)

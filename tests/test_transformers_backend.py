@@ -114,3 +114,33 @@ def test_default_config_points_at_the_shipped_gguf() -> None:
     cfg = default_smollm2_config()
     assert cfg.backend == "transformers" and cfg.prompt_style == "few_shot_phrase"
     assert os.path.isfile(os.path.join(cfg.model_path, cfg.gguf_file)) and cfg.gguf_file.endswith(".gguf")
+
+
+def test_settings_checks_live_with_the_backend(tmp_path) -> None:
+    shipped = default_smollm2_config().model
+    for values, fragment in [({"model": "mine"}, "with model 'mine' needs model_path"),
+                             ({"gguf_file": "w.gguf"}, "gguf_file needs model_path"),
+                             ({"model_path": str(tmp_path)}, "needs model"),
+                             ({"device": "gpu"}, "unknown device 'gpu'")]:
+        with pytest.raises(ValueError, match=fragment):
+            MinerConfig(name="local", **values)
+    # naming the shipped model without a path is the shipped model
+    assert MinerConfig(name="smollm2", model=shipped).resolved() == default_smollm2_config()
+    assert MinerConfig().resolved() == default_smollm2_config()
+
+
+def test_building_is_lazy_and_carries_the_settings(tmp_path) -> None:
+    from mining.transformers_backend import TransformersBackend
+
+    loads = load_causal_lm.cache_info().misses
+    cfg = MinerConfig(name="local", model="nothing-here", model_path=str(tmp_path), gguf_file="absent.gguf",
+                      batch_size=5, device="auto")
+    backend = build_backend(cfg)
+    assert isinstance(backend, TransformersBackend) and backend.kind == "transformers"
+    assert (backend.name, backend.model, backend.model_path, backend.gguf_file, backend.batch_size) == (
+        "local", "nothing-here", str(tmp_path), "absent.gguf", 5)
+    assert backend.device.type in ("cpu", "cuda")  # auto: resolved when built
+    assert load_causal_lm.cache_info().misses == loads  # nothing loaded until the first call
+    default = build_backend(MinerConfig(name="smollm2"))  # the shipped SmolLM2, resolved by the backend
+    assert default.model == default_smollm2_config().model and default.gguf_file.endswith(".gguf")
+    assert load_causal_lm.cache_info().misses == loads

