@@ -6,18 +6,25 @@ leaves the previous tables untouched.
 """
 
 import time
-from typing import Literal
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field
+from pydantic import ValidationError
 
 from assets.common import frame_hash
+from config_schema import to_mapping
 from data_contracts import validate_interaction_splits, validate_items, validate_raw_interactions
 from digr_dagster import settings
+from digr_dagster.config_models import dagster_config
 from digr_dagster.resources.warehouse import Warehouse
-from ingestion.sources import SourceSpec, describe_source_files, iter_interaction_chunks, iter_item_chunks
-from ingestion.splits import split_interactions
+from ingestion.sources import (
+    SourceSpec,
+    describe_source_files,
+    iter_interaction_chunks,
+    iter_item_chunks,
+    registered_kinds,
+)
+from ingestion.splits import SplitSettings, split_interactions
 
 CONTRACT = "data_contract"
 
@@ -30,44 +37,25 @@ class ContractViolation(Exception):
         self.result = result
 
 
-class SourceConfig(dg.Config):
-    """Where the raw data comes from (see README: "Point it at your own data")."""
+#: the launchpad config of ``ingest_source``: every ``SourceSpec`` field, same defaults and constraints
+SourceConfig = dagster_config(
+    SourceSpec, name="SourceConfig",
+    descriptions={"kind": f"Source format, one of the registered loaders: {', '.join(registered_kinds())} "
+                          "(a new one is a module in ingestion/loaders/)."},
+    doc='Where the raw data comes from (see README: "Point it at your own data").',
+    check_on_create=False)  # an empty demo path is completed at run time (source_spec)
 
-    kind: Literal["demo", "amazon2018", "amazon2023", "recbole", "movielens", "tabular"] = Field(
-        default="demo", description="Source format.")
-    path: str = Field(default="", description="Folder with the source files; default for demo: .digr/demo_raw")
-    dataset: str | None = Field(default=None, description="File stem / category name (auto when unique).")
-    interactions_file: str | None = Field(default=None, description="tabular: interactions CSV/Parquet")
-    items_file: str | None = Field(default=None, description="tabular: items CSV/Parquet")
-    interaction_columns: dict[str, str] | None = Field(
-        default=None, description="tabular: canonical name -> source column (user_id, item_id, timestamp, rating)")
-    item_columns: dict[str, str] | None = Field(
-        default=None, description="tabular: canonical name -> source column (item_id, title, ...)")
-    timestamp_format: Literal["unix_s", "unix_ms", "iso"] = Field(
-        default="unix_s", description="tabular: unix_s | unix_ms | iso")
-    separator: str | None = Field(default=None, description="tabular CSV: separator (auto by suffix when None)")
-    encoding: str = Field(default="utf-8", description="text encoding of the source files")
-    max_bad_lines: int = Field(default=0, ge=0,
-                               description="Skip (and count) up to this many malformed lines; 0 = fail on the first")
-    seed: int = Field(default=7, description="demo: generator seed")
-    n_users: int = Field(default=600, ge=10, description="demo: number of users")
-    n_motivations: int | None = Field(default=None, ge=2,
-                                      description="demo: first N of the 25 hidden motivations (smaller catalogue)")
-
-    def to_spec(self) -> SourceSpec:
-        path = self.path or (settings.demo_data_dir() if self.kind == "demo" else "")
-        if not path:
-            raise dg.Failure(f"source kind {self.kind!r} needs a path to its files")
-        fields = self.model_dump()
-        fields["path"] = path
-        return SourceSpec(**{k: v for k, v in fields.items() if v is not None})
+#: the launchpad config of ``interaction_splits``
+SplitConfig = dagster_config(SplitSettings, name="SplitConfig")
 
 
-class SplitConfig(dg.Config):
-    k_core: int = Field(default=5, ge=1, description="Iterative k-core on users and items.")
-    dedup: Literal["user_item", "event"] = Field(default="user_item",
-                                                 description="Keep each user's first interaction with an item.")
-    max_history: int = Field(default=20, ge=1, description="History cap used by every sequence model.")
+def source_spec(config: SourceConfig) -> SourceSpec:
+    """The library spec of the launchpad values; an empty demo path is the pipeline's demo folder."""
+    updates = {"path": settings.demo_data_dir()} if config.kind == "demo" and not config.path else {}
+    try:
+        return config.build(SourceSpec, **updates)
+    except ValidationError as exc:
+        raise dg.Failure(description=f"ingest_source config rejected: {exc}") from exc
 
 
 def _check_result(asset_key: str, result) -> dg.AssetCheckResult:
@@ -106,7 +94,7 @@ def _md(d: dict) -> dict:
 )
 def ingest_source(context: dg.AssetExecutionContext, config: SourceConfig, warehouse: Warehouse):
     """Stream the source into staging tables, validate, swap both tables in one transaction."""
-    spec = config.to_spec()
+    spec = source_spec(config)
     t0 = time.perf_counter()
     results: dict[str, object] = {}
 
@@ -165,12 +153,12 @@ def interaction_splits(context: dg.AssetExecutionContext, config: SplitConfig, w
     with warehouse.connect() as con:
         raw = con.execute("SELECT * FROM raw_interactions").df()
         items = con.execute("SELECT * FROM items").df()
-    splits, stats = split_interactions(raw, k_core=config.k_core, dedup=config.dedup,
-                                       known_items=items["item_id"])
+    split = config.build(SplitSettings)
+    splits, stats = split_interactions(raw, split, known_items=items["item_id"])
     holder: dict[str, object] = {}
 
     def validate(con, staged) -> None:
-        holder["r"] = validate_interaction_splits(splits, items=items, k_core=config.k_core)
+        holder["r"] = validate_interaction_splits(splits, items=items, k_core=split.k_core)
         if not holder["r"].success:
             raise ContractViolation(holder["r"])
 
@@ -189,11 +177,12 @@ def interaction_splits(context: dg.AssetExecutionContext, config: SplitConfig, w
             "items": stats.items,
             "interactions": stats.interactions,
             "density": float(round(stats.density, 6)),
-            "k_core": config.k_core,
+            "k_core": split.k_core,
+            "dedup": split.dedup,
+            "split_settings": dg.MetadataValue.json(to_mapping(split)),
             "kcore_rounds": stats.kcore_rounds,
             "duplicates_removed": stats.duplicates_removed,
             "kcore_removed": stats.kcore_removed,
-            "max_history": config.max_history,
             # models key their resumable checkpoints on this: a new split never resumes an old model
             "content_hash": frame_hash(splits.sort_values(["user_id", "position"])[["user_id", "item_id", "split"]]),
             "rows_per_split": dg.MetadataValue.json({k: int(v) for k, v in per_split.items()}),

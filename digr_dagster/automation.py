@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from digr_dagster import settings
+from ingestion.loaders import UnknownSourceKind, loader_for, registered_kinds
 
 INGESTION_ASSETS = dg.AssetSelection.assets("items", "raw_interactions", "interaction_splits")
 
@@ -44,19 +45,33 @@ nightly_schedule = dg.ScheduleDefinition(
     description="Nightly retraining over the whole graph at 02:00.",
 )
 
-#: files the sensor reacts to (raw Amazon, RecBole, MovieLens and tabular inputs)
-WATCHED_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz", ".csv", ".parquet", ".inter", ".text",
-                    ".dat", ".data", ".item")
+DEFAULT_INPUT_KIND = "amazon2018"
 
 
-def snapshot_folder(folder: str | Path) -> dict[str, list[int]]:
-    """{file name: [size, mtime_ns]} for the watched files directly in ``folder``."""
+def input_kind() -> str:
+    """The source kind of the watched folder: ``$DIGR_INPUT_KIND``, a registered loader (default amazon2018)."""
+    kind = os.environ.get("DIGR_INPUT_KIND", DEFAULT_INPUT_KIND)
+    try:
+        loader_for(kind)
+    except UnknownSourceKind as exc:
+        raise UnknownSourceKind(f"DIGR_INPUT_KIND={kind!r} is not a registered source kind; "
+                                f"registered: {list(registered_kinds())}") from exc
+    return kind
+
+
+def watched_suffixes(kind: str) -> tuple[str, ...]:
+    """File name endings the sensor reacts to for ``kind``: the ones its loader reads."""
+    return tuple(loader_for(kind).suffixes)
+
+
+def snapshot_folder(folder: str | Path, suffixes: tuple[str, ...]) -> dict[str, list[int]]:
+    """{file name: [size, mtime_ns]} for the files directly in ``folder`` whose names end in ``suffixes``."""
     folder = Path(folder)
     if not folder.is_dir():
         return {}
     snap = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.name.endswith(WATCHED_SUFFIXES) and not p.name.startswith("."):
+        if p.is_file() and p.name.endswith(suffixes) and not p.name.startswith("."):
             st = p.stat()
             snap[p.name] = [st.st_size, st.st_mtime_ns]
     return snap
@@ -67,18 +82,18 @@ def snapshot_folder(folder: str | Path) -> dict[str, list[int]]:
     job=ingestion_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Starts ingestion when files appear or change in $DIGR_INPUT_DIR.",
+    description="Starts ingestion of $DIGR_INPUT_DIR as a $DIGR_INPUT_KIND source when its files appear or change.",
 )
 def new_files_sensor(context: dg.SensorEvaluationContext):
     folder = settings.input_dir()
-    snap = snapshot_folder(folder)
+    kind = input_kind()
+    snap = snapshot_folder(folder, watched_suffixes(kind))
     previous = json.loads(context.cursor) if context.cursor else {}
     changed = sorted(name for name, sig in snap.items() if previous.get(name) != sig)
     if not changed:
         return dg.SkipReason(f"no new or changed files in {folder}")
     state = hashlib.sha256(json.dumps(snap, sort_keys=True).encode()).hexdigest()[:16]
     context.update_cursor(json.dumps(snap, sort_keys=True))
-    kind = os.environ.get("DIGR_INPUT_KIND", "amazon2018")
     return dg.RunRequest(
         run_key=f"inbox-{state}",
         run_config={"ops": {"ingest_source": {"config": {"kind": kind, "path": str(Path(folder).resolve())}}}},

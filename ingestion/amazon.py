@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 AmazonVersion = Literal["2018", "2023"]
 
-_SUFFIXES: dict[str, tuple[str, ...]] = {
+AMAZON_SUFFIXES: dict[str, tuple[str, ...]] = {
     "2018": (".json.gz", ".json"),
     "2023": (".jsonl.gz", ".jsonl"),
 }
@@ -58,7 +58,7 @@ def find_amazon_files(folder: Path, dataset: str | None, version: AmazonVersion)
     folder = Path(folder)
     if not folder.is_dir():
         raise IngestionError("source folder not found", path=str(folder))
-    suffixes = _SUFFIXES[version]
+    suffixes = AMAZON_SUFFIXES[version]
     if dataset is None:
         stems = sorted({_strip_suffix(p.name, suffixes) for p in folder.iterdir()
                         if _strip_suffix(p.name, suffixes) and not p.name.startswith("meta_")})

@@ -12,8 +12,22 @@ from typing import Literal
 import duckdb
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 SPLIT_COLUMNS = ["user_id", "item_id", "timestamp", "rating", "position", "split"]
+
+
+Dedup = Literal["user_item", "event"]
+
+
+class SplitSettings(BaseModel):
+    """The settings of the split (the ``interaction_splits`` launchpad config is derived from this class)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    k_core: int = Field(5, ge=1, description="Iterative k-core on users and items.")
+    dedup: Dedup = Field("user_item", description="user_item: keep each user's first interaction with an item; "
+                                                  "event: drop only exact repeats of (user, item, timestamp).")
 
 
 @dataclass(frozen=True)
@@ -37,13 +51,16 @@ class SplitStats:
 
 def split_interactions(
     interactions: pd.DataFrame,
+    settings: SplitSettings | None = None,
     *,
-    k_core: int = 5,
-    dedup: Literal["user_item", "event"] = "user_item",
+    k_core: int | None = None,
+    dedup: Dedup | None = None,
     known_items: pd.Series | None = None,
     max_kcore_rounds: int = 100,
 ) -> tuple[pd.DataFrame, SplitStats]:
     """Filter and split interactions per user, chronologically, leave-one-out.
+
+    ``settings`` defaults to ``SplitSettings()``; ``k_core`` / ``dedup`` given here override it.
 
     - ``dedup="user_item"`` keeps each user's earliest interaction with an item (repeat purchases
       would let a model "predict" an item the user already has); ``"event"`` drops only exact
@@ -54,8 +71,9 @@ def split_interactions(
     - split: per user, ``test`` = last, ``valid`` = second to last, ``train`` = the rest. Users left
       with fewer than 3 interactions (only possible when ``k_core < 3``) are dropped.
     """
-    if k_core < 1:
-        raise ValueError(f"k_core must be >= 1, got {k_core}")
+    overrides = {name: value for name, value in (("k_core", k_core), ("dedup", dedup)) if value is not None}
+    settings = SplitSettings(**{**(settings or SplitSettings()).model_dump(), **overrides})  # validates
+    k_core, dedup = settings.k_core, settings.dedup
     required = {"user_id", "item_id", "timestamp", "rating"}
     missing = required - set(interactions.columns)
     if missing:

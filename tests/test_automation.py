@@ -5,8 +5,10 @@ import json
 import os
 
 import dagster as dg
+import pytest
 
 from digr_dagster.automation import new_files_sensor, nightly_schedule
+from ingestion.loaders import UnknownSourceKind, loader_for
 
 
 def test_nightly_schedule_runs_everything_but_the_ablations_at_two(digr_env):
@@ -67,3 +69,22 @@ def test_sensor_requests_ingestion_for_new_and_changed_files(digr_env, tmp_path,
     os.utime(path, ns=(1, 1))
     _, res3 = _tick(ctx2.cursor)
     assert isinstance(res3, dg.RunRequest) and res3.tags["digr/changed_files"] == "Shop.json.gz"
+
+
+def test_sensor_passes_a_registered_kind_and_watches_its_loaders_files(digr_env, tmp_path, monkeypatch):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    monkeypatch.setenv("DIGR_INPUT_DIR", str(inbox))
+    monkeypatch.setenv("DIGR_INPUT_KIND", "recbole")
+    (inbox / "Shop.json.gz").write_bytes(b"x")  # an Amazon file: not what a recbole source reads
+    _, res = _tick(None)
+    assert isinstance(res, dg.SkipReason)
+    (inbox / "Shop.item2index").write_text("A1\t0\n")
+    _, res = _tick(None)
+    assert isinstance(res, dg.RunRequest) and res.tags["digr/changed_files"] == "Shop.item2index"
+    assert res.run_config["ops"]["ingest_source"]["config"] == {"kind": "recbole", "path": str(inbox.resolve())}
+    assert ".item2index" in loader_for("recbole").suffixes
+
+    monkeypatch.setenv("DIGR_INPUT_KIND", "csv")
+    with pytest.raises(UnknownSourceKind, match=r"DIGR_INPUT_KIND='csv'.*registered: \[.*'tabular'"):
+        _tick(None)

@@ -368,7 +368,7 @@ def test_sources_dispatch_amazon_and_tabular(tmp_path: Path) -> None:
 
 
 def test_source_spec_rejects_bad_config(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="kind"):
+    with pytest.raises(ValidationError, match=r"unknown source kind 'csv'; registered: \[.*'tabular'"):
         SourceSpec(kind="csv", path=".")
     with pytest.raises(ValidationError, match="items_file"):
         SourceSpec(kind="tabular", path=".", interactions_file="a.csv", interaction_columns=MAPPING)

@@ -2,8 +2,9 @@
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
-from ingestion.splits import split_interactions
+from ingestion.splits import SplitSettings, split_interactions
 
 
 def frame(rows):
@@ -74,3 +75,20 @@ def test_nothing_survives_gives_clear_error():
 def test_missing_columns_named():
     with pytest.raises(KeyError, match="timestamp"):
         split_interactions(pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "rating": [1.0]}))
+
+
+def test_split_settings_are_the_one_definition_and_refuse_bad_values():
+    assert SplitSettings() == SplitSettings(k_core=5, dedup="user_item")
+    df = frame([("u", "a", 1, 5), ("u", "a", 2, 5), ("u", "b", 3, 5), ("u", "c", 4, 5)])
+    by_settings, _ = split_interactions(df, SplitSettings(k_core=1, dedup="event"))
+    by_keywords, _ = split_interactions(df, k_core=1, dedup="event")
+    pd.testing.assert_frame_equal(by_settings, by_keywords)
+    assert len(by_settings) == 4  # "event" keeps the repeat purchase of a
+    overridden, _ = split_interactions(df, SplitSettings(k_core=1, dedup="event"), dedup="user_item")
+    assert len(overridden) == 3
+    with pytest.raises(ValidationError, match="k_core"):
+        split_interactions(df, k_core=0)
+    with pytest.raises(ValidationError, match="dedup"):
+        SplitSettings(dedup="none")
+    with pytest.raises(ValidationError, match="max_history"):
+        SplitSettings(max_history=20)  # the history cap is the generator's setting
