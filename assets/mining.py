@@ -1,35 +1,47 @@
 """MLIM and RLDI: item interests mined by several LLMs, judged descriptors with item quality, and
 user interests summarised from each user's training prefix only."""
 
-import dataclasses
 import time
 
 import dagster as dg
 import mlflow
 import pandas as pd
-from pydantic import Field
 
 from assets.common import active_items, frame_hash, md, preview, upstream_lineage, with_captions
+from config_schema import to_mapping
+from digr_dagster.config_models import dagster_config
 from digr_dagster.resources.mlflow_tracking import MlflowTracking
 from digr_dagster.resources.models import LLMMiners, TextEncoderResource
 from digr_dagster.resources.warehouse import Warehouse
+from mining.captions import CaptionSettings
+from mining.item_mining import ItemMiningSettings
+from mining.judges import JudgeSettings
+from mining.user_interests import UserInterestSettings
 
 CONTRACT = "data_contract"
 LLM_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
 
-
-class ItemInterestConfig(dg.Config):
-    seed: int = 0
-    n_descriptors: int | None = Field(default=None, ge=1,
-                                      description="Override every miner's descriptors per item (cost ∝ this)")
-    merge_similarity: float = Field(default=0.85, description="Cosine above which two miners' descriptors merge")
-    min_coverage: float = Field(default=0.8, ge=0, le=1,
-                                description="Blocking: share of items with at least one descriptor")
+# The stage configs are derived from the library's settings (one definition each, see config_schema); every
+# asset turns its config back into the library object first, so the library's checks run before any work.
+ItemInterestConfig = dagster_config(ItemMiningSettings, name="ItemInterestConfig")
+CaptionConfig = dagster_config(CaptionSettings, name="CaptionConfig")
+InterestRewardConfig = dagster_config(JudgeSettings, name="InterestRewardConfig")
+UserInterestConfig = dagster_config(UserInterestSettings, name="UserInterestConfig")
 
 
-class CaptionConfig(dg.Config):
-    vision_miner: str | None = Field(default=None, description="Name of a miner with vision=True; None: no captions")
-    seed: int = 0
+def _settings(config: dg.Config, library_class: type):
+    """The library settings of ``config``; a setting the library refuses fails the step, naming it."""
+    try:
+        return config.build(library_class)
+    except ValueError as exc:
+        raise dg.Failure(f"invalid {type(config).__name__}: {exc}") from exc
+
+
+def _warehouse_cache(warehouse: Warehouse):
+    """The LLM call cache every call site of this module shares (a table in the warehouse)."""
+    from mining.call_cache import DuckDBCallCache
+
+    return DuckDBCallCache(warehouse.database)
 
 
 @dg.asset(
@@ -43,46 +55,29 @@ class CaptionConfig(dg.Config):
 )
 def item_captions(context: dg.AssetExecutionContext, config: CaptionConfig, warehouse: Warehouse,
                   llm: LLMMiners) -> dg.MaterializeResult:
-    from mining.call_cache import DuckDBCallCache
-    from mining.captions import caption_items
+    from mining.captions import caption_items, vision_backend
 
+    settings = _settings(config, CaptionSettings)
     items = active_items(warehouse)
     with_image = int(items["image_url"].notna().sum())
     empty = pd.DataFrame({"item_id": pd.Series(dtype="string"), "caption": pd.Series(dtype="string")})
-    if config.vision_miner is None:
+    if settings.vision_miner is None:
         warehouse.replace({"item_captions": empty})
         return dg.MaterializeResult(metadata={"dagster/row_count": 0, "items_with_image": with_image,
                                               "reason": "no vision miner configured (captions skipped)"})
-    pairs = {c.name: (c, b) for c, b in zip(llm.miner_configs(), llm.backends(), strict=True)}
-    if config.vision_miner not in pairs or not pairs[config.vision_miner][0].vision:
-        raise dg.Failure(f"vision_miner {config.vision_miner!r} is not a configured miner with vision=True; "
-                         f"miners: {sorted(pairs)}")
-    result = caption_items(items, pairs[config.vision_miner][1], DuckDBCallCache(warehouse.database),
-                           seed=config.seed)
+    try:
+        backend = vision_backend(settings, llm.miner_configs(), llm.backends())
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
+    result = caption_items(items, backend, _warehouse_cache(warehouse), seed=settings.seed)
     captions = result.captions[["item_id", "caption"]] if len(result.captions) else empty
     warehouse.replace({"item_captions": captions})
     return dg.MaterializeResult(metadata=md({
         "dagster/row_count": len(captions), "items_with_image": with_image, "failures": len(result.failures),
+        "calls": result.stats["calls"], "cache_hits": result.stats["cache_hits"], "seed": settings.seed,
         "examples": preview(captions, 8) if len(captions) else "none",
         "lineage": upstream_lineage(context, "items", "interaction_splits"),
     }))
-
-
-class InterestRewardConfig(dg.Config):
-    judge: str = Field(default="embedding", description="embedding | classifier | llm (needs llm.judge)")
-    grounding_threshold: float = 0.2
-    specificity_threshold: float = 0.15
-    min_coverage: float = Field(default=0.5, ge=0, le=1,
-                                description="Blocking: share of items with at least one judged descriptor")
-    seed: int = 0
-
-
-class UserInterestConfig(dg.Config):
-    top_k: int = Field(default=5, ge=1)
-    recency_half_life: float = Field(default=5.0, gt=0)
-    max_history: int = Field(default=20, ge=1, description="Only the last N training items of each user")
-    llm_summary: bool = Field(default=True, description="Add one LLM-written phrase per user (rank 0)")
-    seed: int = 0
 
 
 def _problems_check(asset: str, problems: list[str], extra: dict | None = None) -> dg.AssetCheckResult:
@@ -105,26 +100,24 @@ def _problems_check(asset: str, problems: list[str], extra: dict | None = None) 
 )
 def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig, warehouse: Warehouse,
                    llm: LLMMiners, text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking):
-    from mining.call_cache import DuckDBCallCache
     from mining.item_mining import mine_item_interests
     from mining.merge import merge_miners
     from mining.quality import check_item_interests
 
+    settings = _settings(config, ItemMiningSettings)
     items = with_captions(warehouse, active_items(warehouse))
-    configs = llm.miner_configs()
+    configs = settings.miner_configs(llm.miner_configs())
     backends = llm.backends()
-    if config.n_descriptors is not None:
-        configs = [dataclasses.replace(c, n_descriptors=config.n_descriptors) for c in configs]
-    cache = DuckDBCallCache(warehouse.database)
     params = {"miners": ",".join(f"{c.name}:{c.model}" for c in configs), "n_items": len(items),
-              "seed": config.seed}
+              **to_mapping(settings)}
     with mlflow_tracking.asset_run(context, params=params) as run:
         t0 = time.perf_counter()
-        result = mine_item_interests(items, backends, configs, cache, progress=True, seed=config.seed)
+        result = mine_item_interests(items, backends, configs, _warehouse_cache(warehouse), progress=True,
+                                     seed=settings.seed)
         encoder = text_encoder.get()
-        merged = merge_miners(result.interests, encoder.encode, similarity=config.merge_similarity)
+        merged = merge_miners(result.interests, encoder.encode, similarity=settings.merge_similarity)
         problems = check_item_interests(merged, item_ids=items["item_id"].astype(str),
-                                        min_coverage=config.min_coverage)
+                                        min_coverage=settings.min_coverage)
         stats = result.stats
         coverage = merged["item_id"].nunique() / max(len(items), 1)
         mlflow.log_metrics({"coverage": coverage, "failures": stats["failures"], "cache_hits": stats["cache_hits"],
@@ -149,6 +142,7 @@ def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig
             "coverage": round(coverage, 4),
             "descriptors_per_item": round(len(merged) / max(merged["item_id"].nunique(), 1), 2),
             "miners": [f"{c.name} ({c.backend}: {c.model}, {c.prompt_style})" for c in configs],
+            "seed": settings.seed,
             "calls": stats["calls"],
             "cache_hits": stats["cache_hits"],
             "failures": stats["failures"],
@@ -177,40 +171,31 @@ def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig
 )
 def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardConfig, warehouse: Warehouse,
                      llm: LLMMiners, text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking):
-    from mining.judges import ClassifierJudge, EmbeddingJudge, LLMJudge, evaluate_judge, item_quality, label_interests
+    from mining.judges import LLMJudge, evaluate_judge, item_quality, label_interests, prepare_judge
     from mining.labelled_descriptors import load_labelled_descriptors
     from mining.quality import check_interest_rewards, check_item_quality
 
+    settings = _settings(config, JudgeSettings)
     items = active_items(warehouse)
     interests = warehouse.read("item_interests", order_by="item_id, rank")
-    embed = text_encoder.get().encode
-    emb_judge = EmbeddingJudge(embed, grounding_threshold=config.grounding_threshold,
-                               specificity_threshold=config.specificity_threshold, seed=config.seed)
-    extra: dict = {}
-    if config.judge == "embedding":
-        judge = emb_judge
-    elif config.judge == "classifier":
-        judge = ClassifierJudge(embed, seed=config.seed)
-        from mining.judges import item_evidence
-
-        extra["classifier_holdout_agreement"] = judge.fit_from(
-            emb_judge, interests["descriptor"].tolist(), interests["item_id"].astype(str).tolist(),
-            item_evidence(items))
-    elif config.judge == "llm":
+    llm_backend = None
+    if settings.judge == "llm":
         if not llm.judge:
             raise dg.Failure("judge='llm' needs the llm resource's `judge` set to a miner name")
-        backend = {c.name: b for c, b in zip(llm.miner_configs(), llm.backends(), strict=True)}[llm.judge]
-        judge = LLMJudge(backend)
-    else:
-        raise dg.Failure(f"unknown judge {config.judge!r}: use embedding, classifier or llm")
+        backends = {c.name: b for c, b in zip(llm.miner_configs(), llm.backends(), strict=True)}
+        if llm.judge not in backends:
+            raise dg.Failure(f"the llm resource's judge {llm.judge!r} is not a configured miner: {sorted(backends)}")
+        llm_backend = backends[llm.judge]
+    judge, extra = prepare_judge(settings, text_encoder.get().encode, interests, items, llm_backend=llm_backend,
+                                 cache=_warehouse_cache(warehouse))
 
-    with mlflow_tracking.asset_run(context, params=config.model_dump()) as run:
+    with mlflow_tracking.asset_run(context, params=to_mapping(settings)) as run:
         rewards = label_interests(interests, items, judge)
         quality = item_quality(rewards, item_ids=items["item_id"].astype(str).tolist())
         labelled = load_labelled_descriptors()
         accuracy = evaluate_judge(judge, labelled).accuracy
         problems = check_interest_rewards(rewards, item_ids=items["item_id"].astype(str),
-                                          min_coverage=config.min_coverage) + check_item_quality(quality)
+                                          min_coverage=settings.min_coverage) + check_item_quality(quality)
         curated_share = float(rewards["label"].mean()) if len(rewards) else 0.0
         mlflow.log_metrics({"curated_share": curated_share, "mean_q": float(quality["q"].mean()),
                             "labelled_set_accuracy": accuracy})
@@ -222,6 +207,8 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
             "dagster/row_count": len(rewards),
             **run.metadata(),
             "judge": judge.name,
+            "seed": settings.seed,
+            **({"llm_calls": judge.calls.stats()} if isinstance(judge, LLMJudge) else {}),
             "curated_share": round(curated_share, 4),
             "mean_q": round(float(quality["q"].mean()), 4),
             "items_with_curated": int((quality["n_curated"] > 0).sum()),
@@ -252,17 +239,16 @@ def user_interests(context: dg.AssetExecutionContext, config: UserInterestConfig
     from mining.quality import check_user_interests
     from mining.user_interests import summarise_user_interests, train_prefix
 
+    settings = _settings(config, UserInterestSettings)
     splits = warehouse.read("interaction_splits", order_by="user_id, position")
     rewards = warehouse.read("interest_rewards")
-    backend = None
-    if config.llm_summary:
-        backend = _SummaryCache(llm.backends()[0], warehouse.database)
-    out = summarise_user_interests(
-        splits, rewards, backend=backend, top_k=config.top_k, recency_half_life=config.recency_half_life,
-        embed=text_encoder.get().encode, max_history=config.max_history, seed=config.seed)
+    # the summary phrase comes from the first miner, its calls cached like every LLM call
+    backend = llm.backends()[0] if settings.llm_summary else None
+    out = summarise_user_interests(splits, rewards, settings, backend=backend, cache=_warehouse_cache(warehouse),
+                                   embed=text_encoder.get().encode)
     problems = check_user_interests(out)
     # leakage guard: the history size behind every user's interests is at most their training prefix
-    prefix = train_prefix(splits, max_history=config.max_history).groupby("user_id").size()
+    prefix = train_prefix(splits, recent_items=settings.recent_items).groupby("user_id").size()
     over = out[out["n_history_items"].to_numpy() > out["user_id"].astype(str).map(prefix).fillna(0).to_numpy()]
     if len(over):
         problems.append(f"{over['user_id'].nunique()} user(s) have more history items than their training prefix")
@@ -276,31 +262,9 @@ def user_interests(context: dg.AssetExecutionContext, config: UserInterestConfig
         "users_with_interests": int(out["user_id"].nunique()),
         "users": int(users),
         "llm_summaries": int((out["source"] == "llm_summary").sum()),
+        "settings": to_mapping(settings),
         "content_hash": frame_hash(out),
         "lineage": upstream_lineage(context, "interaction_splits", "interest_rewards"),
         "examples": preview(out, 15),
     }))
     yield _problems_check("user_interests", [])
-
-
-class _SummaryCache:
-    """The first miner's backend with its calls cached in the warehouse (reruns pay only for new users)."""
-
-    def __init__(self, backend, database: str) -> None:
-        from mining.call_cache import DuckDBCallCache
-
-        self.inner = backend
-        self.name = backend.name
-        self.model = backend.model
-        self.cache = DuckDBCallCache(database)
-
-    def complete_batch(self, requests):
-        from mining.backends import LLMError
-        from mining.call_cache import complete_with_cache
-
-        completions, errors, _ = complete_with_cache(self.inner, requests, self.cache,
-                                                     prompt_version="user-summary-v1")
-        if errors:
-            raise LLMError(f"user summaries: {len(errors)} of {len(requests)} calls to {self.name!r} failed: "
-                           f"{next(iter(errors.values()))}", partial=completions, errors=errors)
-        return completions

@@ -1,4 +1,11 @@
-"""Content-addressed cache of LLM calls: a rerun pays only for new or changed requests."""
+"""Content-addressed cache of LLM calls: a rerun pays only for new or changed requests.
+
+Every LLM call site (item mining, captions, the per-user summary, the LLM judge) goes through one road:
+:class:`CachedBackend` wraps a backend with a cache and the call site's prompt version, keeps the
+``complete_batch`` protocol of :class:`mining.backends.LLMBackend`, and counts hits and misses. Keys are
+``cache_key(backend kind, model, prompt version, request)``: a prompt whose text changes gets a new version,
+so stale answers are never reused, and answers to an unchanged prompt stay valid across runs.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 import pandas as pd
 
 from mining.backends import ChatRequest, Completion, LLMBackend, LLMError
+from mining.parsing import is_unicode_text, storable_text
 
 if TYPE_CHECKING:  # duckdb is imported where a DuckDB cache is used: answering calls elsewhere needs no duckdb
     import duckdb
@@ -208,6 +216,7 @@ def complete_with_cache(backend: LLMBackend, requests: list[ChatRequest], cache:
     """Answer requests from the cache where possible, call the backend for the rest in chunks.
 
     Results are written to the cache after every chunk, so an interrupted run resumes where it stopped.
+    An answer holding lone surrogates is kept with them escaped (``\\ud800``): as stored, so as returned.
     ``on_done`` receives the indices of requests as they finish (for progress bars).
     Returns (completions with None where the call failed, {index: error message}, cache keys).
     """
@@ -235,6 +244,8 @@ def complete_with_cache(backend: LLMBackend, requests: list[ChatRequest], cache:
             if answer is None:
                 errors[i] = chunk_errors.get(offset, "call failed")
                 continue
+            if not is_unicode_text(answer.text):  # a lone surrogate (a JSON escape) cannot be stored as UTF-8
+                answer = dataclasses.replace(answer, text=storable_text(answer.text))
             results[i] = answer
             entries.append(CacheEntry(keys[i], kind, backend.model, prompt_version,
                                       canonical_request_json(requests[i]), answer))
@@ -251,6 +262,80 @@ def complete_with_cache(backend: LLMBackend, requests: list[ChatRequest], cache:
             duplicates.append(i)
     notify(duplicates)
     return results, errors, keys
+
+
+@dataclass(frozen=True)
+class CachedCalls:
+    """The outcome of one batch through a :class:`CachedBackend`: completions (None where the call failed),
+    ``{index: error message}`` and the cache key of every request."""
+
+    completions: list[Completion | None]
+    errors: dict[int, str]
+    keys: list[str]
+
+
+class CachedBackend:
+    """``backend`` with every call answered from ``cache`` where possible, keyed with ``prompt_version``.
+
+    ``complete_batch`` has the :class:`mining.backends.LLMBackend` protocol: answers in request order, and an
+    :class:`LLMError` when any request failed, with ``partial`` (the finished answers, None where a call
+    failed) and ``errors`` (``{index: message}``); finished answers are cached before it is raised, so a retry
+    pays only for the failures. ``complete_all`` is the same call without the exception, for call sites that
+    record failures instead. Identical requests in a batch are called once. Counters over the wrapper's
+    lifetime: ``hits`` (answered from the cache, duplicates included), ``misses`` (answered by the backend),
+    ``failures``, ``prompt_tokens`` and ``completion_tokens`` (of the backend's answers only).
+    """
+
+    def __init__(self, backend: LLMBackend, cache: CallCache, prompt_version: str, *, chunk_size: int = 64) -> None:
+        if isinstance(backend, CachedBackend):
+            raise TypeError(f"backend {backend.name!r} is already cached (prompt version {backend.prompt_version!r})")
+        if not isinstance(prompt_version, str) or not prompt_version:
+            raise ValueError(f"prompt_version must be a non-empty string, got {prompt_version!r}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.inner = backend
+        self.cache = cache
+        self.prompt_version = prompt_version
+        self.chunk_size = chunk_size
+        self.name = backend.name
+        self.model = backend.model
+        self.kind = backend_kind(backend)
+        self.hits = self.misses = self.failures = self.prompt_tokens = self.completion_tokens = 0
+
+    def key(self, request: ChatRequest) -> str:
+        """The cache key of ``request`` for this backend and prompt version."""
+        return cache_key(self.kind, self.model, self.prompt_version, request)
+
+    def complete_all(self, requests: list[ChatRequest], *,
+                     on_done: Callable[[list[int]], None] | None = None) -> CachedCalls:
+        """Answer every request (cache first, then the backend in chunks); failures are returned, not raised."""
+        completions, errors, keys = complete_with_cache(self.inner, requests, self.cache, self.prompt_version,
+                                                        chunk_size=self.chunk_size, on_done=on_done)
+        for completion in completions:
+            if completion is None:
+                continue
+            if completion.cached:
+                self.hits += 1
+            else:
+                self.misses += 1
+                self.prompt_tokens += completion.prompt_tokens
+                self.completion_tokens += completion.completion_tokens
+        self.failures += len(errors)
+        return CachedCalls(completions, errors, keys)
+
+    def complete_batch(self, requests: list[ChatRequest]) -> list[Completion]:
+        """Answer every request in order; raise :class:`LLMError` (with ``partial``/``errors``) on any failure."""
+        calls = self.complete_all(requests)
+        if calls.errors:
+            first = calls.errors[min(calls.errors)]
+            raise LLMError(f"{len(calls.errors)} of {len(requests)} calls to {self.name!r} ({self.model}, prompt "
+                           f"{self.prompt_version}) failed: {first}", partial=calls.completions, errors=calls.errors)
+        return calls.completions  # type: ignore[return-value]  # no None without an error
+
+    def stats(self) -> dict[str, int]:
+        """The counters as a dict (for metadata and MLflow)."""
+        return {"cache_hits": self.hits, "calls": self.misses + self.failures, "failures": self.failures,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
 
 
 def _call_chunk(backend: LLMBackend, requests: list[ChatRequest]) -> tuple[list[Completion | None], dict[int, str]]:

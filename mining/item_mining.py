@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from mining.backends import ChatRequest, Completion, LLMBackend, MinerConfig
-from mining.call_cache import CallCache, complete_with_cache
-from mining.parsing import ParseError, clean_phrase, normalise_descriptor, parse_item_interests
+from mining.call_cache import CachedBackend, CallCache
+from mining.parsing import ParseError, clean_phrase, normalise_descriptor, parse_item_interests, storable_text
 from mining.prompts import (
     FEW_SHOT_SETS,
     PROMPT_VERSION,
@@ -36,6 +37,38 @@ SAMPLED_VARIANT_TEMPERATURE = 0.7
 _RAW_OUTPUT_CHARS = 500
 
 
+@dataclass(frozen=True)
+class ItemMiningSettings:
+    """Settings of the item-interest stage (the launchpad's ``item_interests`` config is derived from these).
+
+    The miners themselves (models, prompt styles, batch sizes) are ``MinerConfig`` settings of the ``llm``
+    resource; these are the stage's own.
+    """
+
+    seed: int = field(default=0, metadata={
+        "description": "Seed of every mining request (sampled few-shot variants use seed + k)"})
+    n_descriptors: int | None = field(default=None, metadata={
+        "description": "Override every miner's descriptors per item (cost ∝ this); None: each miner's own"})
+    merge_similarity: float = field(default=0.85, metadata={
+        "description": "Cosine above which two miners' descriptors merge"})
+    min_coverage: float = field(default=0.8, metadata={
+        "description": "Blocking: share of items with at least one descriptor"})
+
+    def __post_init__(self) -> None:
+        if self.n_descriptors is not None and self.n_descriptors < 1:
+            raise ValueError(f"ItemMiningSettings.n_descriptors must be >= 1 or None, got {self.n_descriptors}")
+        if not 0.0 < self.merge_similarity <= 1.0:
+            raise ValueError(f"ItemMiningSettings.merge_similarity must be in (0, 1], got {self.merge_similarity}")
+        if not 0.0 <= self.min_coverage <= 1.0:
+            raise ValueError(f"ItemMiningSettings.min_coverage must be in [0, 1], got {self.min_coverage}")
+
+    def miner_configs(self, configs: Sequence[MinerConfig]) -> list[MinerConfig]:
+        """``configs`` with ``n_descriptors`` overridden when set."""
+        if self.n_descriptors is None:
+            return list(configs)
+        return [dataclasses.replace(c, n_descriptors=self.n_descriptors) for c in configs]
+
+
 @dataclass
 class MiningResult:
     """Mined descriptors, recorded failures, and run statistics (totals plus ``per_miner``)."""
@@ -46,8 +79,13 @@ class MiningResult:
 
 
 def mine_item_interests(items: pd.DataFrame, miners: list[LLMBackend], miner_configs: list[MinerConfig],
-                        cache: CallCache, *, progress: bool = True, seed: int = 0) -> MiningResult:
-    """Mine descriptors for every item with every miner; items that fail are in ``failures``, never dropped."""
+                        cache: CallCache, *, progress: bool = True,
+                        seed: int = ItemMiningSettings.seed) -> MiningResult:
+    """Mine descriptors for every item with every miner; items that fail are in ``failures``, never dropped.
+
+    Every call goes through the call cache (a :class:`CachedBackend` per miner, prompt version
+    ``PROMPT_VERSION``): a rerun pays only for new or changed requests.
+    """
     records = _validated_items(items)
     if len(miners) != len(miner_configs):
         raise ValueError(f"got {len(miners)} miners but {len(miner_configs)} miner configs")
@@ -68,6 +106,8 @@ def mine_item_interests(items: pd.DataFrame, miners: list[LLMBackend], miner_con
             run.mine_phrases()
         else:
             run.mine_structured()
+        calls = run.calls.stats()
+        run.stats.update({k: calls[k] for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens")})
         run.stats["wall_s"] = round(time.perf_counter() - started, 3)
         rows.extend(run.rows)
         failures.extend(run.failures)
@@ -84,7 +124,8 @@ def mine_item_interests(items: pd.DataFrame, miners: list[LLMBackend], miner_con
     return MiningResult(interests=interests, failures=failure_frame, stats=stats)
 
 
-def item_mining_requests(items: pd.DataFrame, cfg: MinerConfig, *, seed: int = 0) -> list[ChatRequest]:
+def item_mining_requests(items: pd.DataFrame, cfg: MinerConfig, *,
+                         seed: int = ItemMiningSettings.seed) -> list[ChatRequest]:
     """The first-pass requests one miner sends for these items (what ``mine_item_interests`` would call;
     repair prompts depend on answers and are not included)."""
     run = _MinerRun(None, cfg, None, _validated_items(items), False, seed)  # type: ignore[arg-type]
@@ -115,20 +156,27 @@ def _image_url(item: Mapping) -> str | None:
 
 
 class _MinerRun:
-    """One miner over all items: builds requests, calls through the cache, turns answers into rows."""
+    """One miner over all items: builds requests, calls through the cache, turns answers into rows.
 
-    def __init__(self, backend: LLMBackend, cfg: MinerConfig, cache: CallCache, items: list[dict],
+    ``stats["failures"]`` counts recorded failures (call, parse, repair); the call counters (calls,
+    cache_hits, tokens) come from the miner's :class:`CachedBackend`.
+    """
+
+    def __init__(self, backend: LLMBackend | None, cfg: MinerConfig, cache: CallCache | None, items: list[dict],
                  progress: bool, seed: int) -> None:
-        self.backend, self.cfg, self.cache, self.items, self.seed = backend, cfg, cache, items, seed
+        self.cfg, self.items, self.seed = cfg, items, seed
         self.progress = progress
         self.rows: list[dict] = []
         self.failures: list[dict] = []
         self.stats = {"items": len(items), "calls": 0, "cache_hits": 0, "failures": 0, "items_failed": 0,
                       "prompt_tokens": 0, "completion_tokens": 0, "confidence_missing": 0}
         if cfg.backend == "transformers":
-            self.chunk_size = cfg.batch_size
+            chunk_size = cfg.batch_size
         else:  # keep every concurrency slot busy between cache writes
-            self.chunk_size = max(cfg.batch_size, 8 * cfg.max_concurrency)
+            chunk_size = max(cfg.batch_size, 8 * cfg.max_concurrency)
+        # None when only the requests are wanted (item_mining_requests)
+        self.calls = CachedBackend(backend, cache, PROMPT_VERSION, chunk_size=chunk_size) \
+            if backend is not None and cache is not None else None
 
     def _call(self, requests: list[ChatRequest], owners: list[int], desc: str
               ) -> tuple[list[Completion | None], dict[int, str], list[str]]:
@@ -146,25 +194,15 @@ class _MinerRun:
             bar.update(finished)
 
         try:
-            results, errors, keys = complete_with_cache(self.backend, requests, self.cache, PROMPT_VERSION,
-                                                        chunk_size=self.chunk_size, on_done=done)
+            answered = self.calls.complete_all(requests, on_done=done)
         finally:
             bar.close()
-        for r in results:
-            if r is None:
-                continue
-            if r.cached:
-                self.stats["cache_hits"] += 1
-            else:
-                self.stats["calls"] += 1
-                self.stats["prompt_tokens"] += r.prompt_tokens
-                self.stats["completion_tokens"] += r.completion_tokens
-        self.stats["calls"] += len(errors)
-        return results, errors, keys
+        return answered.completions, answered.errors, answered.keys
 
     def _fail(self, item: Mapping, stage: str, reason: str, raw: str = "") -> None:
         self.failures.append({"item_id": item["item_id"], "miner": self.cfg.name, "stage": stage,
-                              "reason": reason[:1000], "raw_output": raw[:_RAW_OUTPUT_CHARS]})
+                              "reason": storable_text(reason[:1000]),
+                              "raw_output": storable_text(raw[:_RAW_OUTPUT_CHARS])})
         self.stats["failures"] += 1
 
     def _emit(self, item: Mapping, descriptors: list[tuple[str, float, str]]) -> None:

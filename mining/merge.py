@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from mining.item_mining import ItemMiningSettings
 from mining.parsing import normalise_descriptor
 
 MERGED_COLUMNS = ["item_id", "rank", "descriptor", "confidence", "support", "miners"]
@@ -14,11 +15,12 @@ _REQUIRED = ["item_id", "miner", "rank", "descriptor", "confidence"]
 
 
 def merge_miners(interests: pd.DataFrame, embed: Callable[[list[str]], np.ndarray] | None, *,
-                 similarity: float = 0.85) -> pd.DataFrame:
+                 similarity: float = ItemMiningSettings.merge_similarity) -> pd.DataFrame:
     """One ranked descriptor list per item over all miners.
 
     Descriptors equal after normalisation (lowercase, no punctuation, no articles) form one group; with
-    ``embed``, groups whose representatives have cosine similarity >= ``similarity`` are merged too.
+    ``embed``, groups whose representatives have cosine similarity >= ``similarity`` are merged too (the
+    stage setting ``ItemMiningSettings.merge_similarity``).
     confidence = mean over supporting miners (each miner's best confidence in the group); support = number
     of miners; ranked by support, then confidence, then the miners' own ranks.
     """

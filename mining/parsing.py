@@ -127,4 +127,22 @@ def clean_phrase(text: str) -> str:
         raise ParseError(f"answer is not a short phrase ({len(phrase.split())} words)")
     if "{" in phrase or "<" in phrase:
         raise ParseError(f"answer looks like markup, not a phrase: {phrase[:80]!r}")
+    if not is_unicode_text(phrase):
+        # e.g. a "\ud800" escape in an endpoint's JSON: the warehouse (UTF-8) could not store it
+        raise ParseError(f"answer is not valid unicode text (a lone surrogate): {phrase[:80]!r}")
     return phrase[:120]
+
+
+def is_unicode_text(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8 (no lone surrogates, which JSON escapes can produce)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable_text(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udxxx`` escapes (unchanged when it is valid unicode), so a
+    hostile answer can be quoted in a failure record or a repair prompt."""
+    return text if is_unicode_text(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")

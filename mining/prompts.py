@@ -7,6 +7,8 @@ import functools
 import re
 from collections.abc import Mapping
 
+from mining.parsing import storable_text
+
 PROMPT_VERSION = "mlim-2026-11-25.1"
 
 _MAX_FIELD_CHARS = {"title": 300, "description": 1200, "categories": 300, "brand": 100, "caption": 600}
@@ -183,9 +185,10 @@ def structured_json_messages(item: Mapping, n_descriptors: int, *, image_url: st
 
 
 def repair_messages(messages: list[dict], bad_output: str, error: str, n_descriptors: int) -> list[dict]:
-    """Re-ask after an invalid answer, quoting the validation error."""
-    return [*messages, {"role": "assistant", "content": bad_output[:2000]},
-            {"role": "user", "content": REPAIR_INSTRUCTION.format(error=error[:500], n=n_descriptors)}]
+    """Re-ask after an invalid answer, quoting the validation error (lone surrogates in the answer are
+    escaped: the request must be valid unicode for its cache key and the cache table)."""
+    return [*messages, {"role": "assistant", "content": storable_text(bad_output[:2000])},
+            {"role": "user", "content": REPAIR_INSTRUCTION.format(error=storable_text(error[:500]), n=n_descriptors)}]
 
 
 def caption_messages(item: Mapping, image_url: str) -> list[dict]:

@@ -19,8 +19,9 @@ QUALITY_COLUMNS = ["item_id", "q", "n_descriptors", "n_curated"]
 USER_INTEREST_COLUMNS = ["user_id", "rank", "interest", "weight", "source", "n_history_items"]
 USER_INTEREST_SOURCES = ("aggregate", "llm_summary")
 
+
 def check_interest_rewards(
-    rewards: pd.DataFrame, *, item_ids: Iterable[str] | None = None, min_coverage: float = 0.9,
+    rewards: pd.DataFrame, *, item_ids: Iterable[str] | None = None, min_coverage: float | None = None,
     quality: pd.DataFrame | None = None,
 ) -> list[str]:
     """Problems with an ``interest_rewards`` frame.
@@ -28,7 +29,8 @@ def check_interest_rewards(
     Rules: required columns; ``descriptor`` non-empty and unique per item after normalisation;
     ``confidence`` in [0, 1]; ``label`` in {0, 1}; ``rank`` unique per item; when the catalogue's
     ``item_ids`` are given, coverage (share of catalogue items with at least one descriptor)
-    >= ``min_coverage``; when ``quality`` (the ``item_quality`` frame) is given, its rules too.
+    >= ``min_coverage`` (required with ``item_ids``: the stage setting ``JudgeSettings.min_coverage``);
+    when ``quality`` (the ``item_quality`` frame) is given, its rules too.
     """
     problems = _missing_columns(rewards, REWARD_COLUMNS, "interest_rewards")
     if problems:
@@ -44,16 +46,21 @@ def check_interest_rewards(
 
 
 def check_item_interests(
-    interests: pd.DataFrame, *, item_ids: Iterable[str] | None = None, min_coverage: float = 0.8
+    interests: pd.DataFrame, *, item_ids: Iterable[str] | None = None, min_coverage: float | None = None
 ) -> list[str]:
     """Problems with the merged ``item_interests`` frame: descriptors non-empty and unique per item
-    after normalisation, confidence in [0, 1], rank unique per item, coverage >= ``min_coverage``."""
+    after normalisation, confidence in [0, 1], rank unique per item, and with the catalogue's ``item_ids``
+    coverage >= ``min_coverage`` (required with ``item_ids``: the stage setting
+    ``ItemMiningSettings.min_coverage``)."""
     problems = _missing_columns(interests, ["item_id", "rank", "descriptor", "confidence"], "item_interests")
     return problems or _descriptor_rules(interests, item_ids=item_ids, min_coverage=min_coverage)
 
 
-def _descriptor_rules(frame: pd.DataFrame, *, item_ids: Iterable[str] | None, min_coverage: float) -> list[str]:
+def _descriptor_rules(frame: pd.DataFrame, *, item_ids: Iterable[str] | None,
+                      min_coverage: float | None) -> list[str]:
     """Rules shared by item_interests and interest_rewards."""
+    if item_ids is not None and min_coverage is None:
+        raise ValueError("min_coverage is required when item_ids are given (the stage's coverage setting)")
     problems: list[str] = []
     desc = frame["descriptor"].astype("string").fillna("")
     norm = desc.map(normalise_descriptor)

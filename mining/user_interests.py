@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from mining.backends import ChatRequest, LLMBackend
+from mining.call_cache import CachedBackend, CallCache, MemoryCallCache
 from mining.judges import embed_texts
 from mining.parsing import normalise_descriptor
 from mining.quality import USER_INTEREST_COLUMNS
@@ -24,6 +26,30 @@ Embed = Callable[[list[str]], np.ndarray]
 
 class UserInterestError(ValueError):
     """Bad input to the user-interest summary; the message names the frame, column or argument."""
+
+
+@dataclass(frozen=True)
+class UserInterestSettings:
+    """Settings of the user-interest stage (the launchpad's ``user_interests`` config is derived from these)."""
+
+    top_k: int = field(default=5, metadata={"description": "Aggregate interests kept per user (ranks 1..top_k)"})
+    recency_half_life: float = field(default=5.0, metadata={
+        "description": "Half-life, in history items, of a descriptor's recency weight"})
+    recent_items: int = field(default=20, metadata={
+        "description": "Only the last N training items of each user are summarised (not the sequence "
+                       "models' history cap)"})
+    llm_summary: bool = field(default=True, metadata={
+        "description": "Add one LLM-written phrase per user (rank 0)"})
+    seed: int = field(default=0, metadata={"description": "Seed of the LLM summary requests"})
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise UserInterestError(f"UserInterestSettings.top_k must be >= 1, got {self.top_k}")
+        if not self.recency_half_life > 0:
+            raise UserInterestError(f"UserInterestSettings.recency_half_life must be > 0, "
+                                    f"got {self.recency_half_life}")
+        if self.recent_items < 1:
+            raise UserInterestError(f"UserInterestSettings.recent_items must be >= 1, got {self.recent_items}")
 
 
 _SUMMARY_SYSTEM = (
@@ -40,6 +66,8 @@ _SUMMARY_SHOTS = (
     ("monitoring water quality in a fish tank; cycling a new aquarium; feeding tropical fish",
      "keeping a freshwater aquarium"),
 )
+#: part of every summary cache key: change it whenever _SUMMARY_SYSTEM, _SUMMARY_SHOTS or the request changes
+SUMMARY_PROMPT_VERSION = "user-summary-v1"
 _QUOTES = re.compile(r"^[\s\"'`*\-•]+|[\s\"'`*.!,;:]+$")
 
 
@@ -54,15 +82,15 @@ def summary_messages(interests: list[str]) -> list[dict]:
     return messages
 
 
-def train_prefix(splits: pd.DataFrame, *, max_history: int | None = None) -> pd.DataFrame:
+def train_prefix(splits: pd.DataFrame, *, recent_items: int | None = None) -> pd.DataFrame:
     """Each user's training prefix: ``split == "train"`` rows at positions before the user's first
-    valid/test position (all train rows for a user without one), the last ``max_history`` of them
+    valid/test position (all train rows for a user without one), the last ``recent_items`` of them
     when set, ordered by user and position."""
     missing = [c for c in ("user_id", "item_id", "position", "split") if c not in splits.columns]
     if missing:
         raise UserInterestError(f"splits: missing column(s) {missing}")
-    if max_history is not None and max_history < 1:
-        raise UserInterestError(f"max_history must be >= 1 or None, got {max_history}")
+    if recent_items is not None and recent_items < 1:
+        raise UserInterestError(f"recent_items must be >= 1 or None, got {recent_items}")
     df = splits[["user_id", "item_id", "position", "split"]].copy()
     df["user_id"] = df["user_id"].astype(str)
     df["item_id"] = df["item_id"].astype(str)
@@ -75,51 +103,51 @@ def train_prefix(splits: pd.DataFrame, *, max_history: int | None = None) -> pd.
     limit = train["user_id"].map(cutoff)
     train = train[limit.isna() | (train["position"] < limit)]
     train = train.sort_values(["user_id", "position"], kind="stable")
-    if max_history is not None:
-        train = train.groupby("user_id", sort=False).tail(max_history)
+    if recent_items is not None:
+        train = train.groupby("user_id", sort=False).tail(recent_items)
     return train[["user_id", "item_id", "position"]].reset_index(drop=True)
 
 
 def summarise_user_interests(
     splits: pd.DataFrame,
     item_interests: pd.DataFrame,
+    settings: UserInterestSettings = UserInterestSettings(),  # noqa: B008 - frozen, never mutated
     *,
     backend: LLMBackend | None = None,
-    top_k: int = 5,
-    recency_half_life: float = 5.0,
+    cache: CallCache | None = None,
     embed: Embed | None = None,
     merge_threshold: float = 0.85,
     curated_only: bool = True,
-    max_history: int | None = None,
     batch_size: int = 16,
-    seed: int = 0,
 ) -> pd.DataFrame:
-    """Per user, a short ordered list of deep interests from the training prefix (see ``train_prefix``).
+    """Per user, a short ordered list of deep interests from the last ``settings.recent_items`` items of
+    the training prefix (see ``train_prefix``).
 
     Aggregation: each history item's descriptors count ``confidence * 0.5 ** (age / recency_half_life)``,
     age = how many history items came after it; descriptors merge by normalised text and, with
     ``embed``, by cosine >= ``merge_threshold`` (the heavier phrasing names the merged interest).
-    Weights are shares of the user's total, ranks 1..``top_k``. ``curated_only`` keeps label-1 rows
-    when ``item_interests`` has a ``label`` column (i.e. it is ``interest_rewards``).
+    Weights are shares of the user's total, ranks 1..``settings.top_k``. ``curated_only`` keeps label-1
+    rows when ``item_interests`` has a ``label`` column (i.e. it is ``interest_rewards``).
 
-    With a ``backend``, one more row per user (rank 0, source ``llm_summary``, weight = the phrase's
-    mean token probability, 1.0 when unknown) names the overall interest behind the top interests;
-    it is skipped when empty or equal to an aggregate interest.
+    With a ``backend`` and ``settings.llm_summary``, one more row per user (rank 0, source ``llm_summary``,
+    weight = the phrase's mean token probability, 1.0 when unknown) names the overall interest behind the
+    top interests; it is skipped when empty or equal to an aggregate interest. Its calls go through
+    ``cache`` (prompt version ``SUMMARY_PROMPT_VERSION``; default: an in-memory cache), ``batch_size`` at a
+    time, with ``settings.seed``; a failed call raises ``LLMError``.
 
     Columns: user_id, rank, interest, weight, source, n_history_items. Users whose prefix has no
     interests get no rows.
     """
-    if top_k < 1:
-        raise UserInterestError(f"top_k must be >= 1, got {top_k}")
-    if not recency_half_life > 0:
-        raise UserInterestError(f"recency_half_life must be > 0, got {recency_half_life}")
+    if not isinstance(settings, UserInterestSettings):
+        raise UserInterestError(f"settings must be UserInterestSettings, got {type(settings).__name__}")
+    top_k, recency_half_life = settings.top_k, settings.recency_half_life
     if batch_size < 1:
         raise UserInterestError(f"batch_size must be >= 1, got {batch_size}")
     missing = [c for c in ("item_id", "descriptor", "confidence") if c not in item_interests.columns]
     if missing:
         raise UserInterestError(f"item_interests: missing column(s) {missing}")
 
-    history = train_prefix(splits, max_history=max_history)
+    history = train_prefix(splits, recent_items=settings.recent_items)
     n_history = history.groupby("user_id").size()
     age = history.groupby("user_id").cumcount(ascending=False)
     history["recency"] = np.power(0.5, age.to_numpy() / recency_half_life)
@@ -151,8 +179,10 @@ def summarise_user_interests(
     top["source"] = "aggregate"
 
     frames = [top]
-    if backend is not None and len(top):
-        summaries = _llm_summaries(top, backend, batch_size=batch_size, seed=seed)
+    if backend is not None and settings.llm_summary and len(top):
+        calls = CachedBackend(backend, cache if cache is not None else MemoryCallCache(), SUMMARY_PROMPT_VERSION,
+                              chunk_size=batch_size)
+        summaries = _llm_summaries(top, calls, seed=settings.seed)
         if len(summaries):
             frames.append(summaries)
     out = pd.concat(frames, ignore_index=True)
@@ -191,19 +221,18 @@ def _merge_similar(groups: pd.DataFrame, embed: Embed, threshold: float) -> pd.D
     return pd.concat(merged, ignore_index=True)
 
 
-def _llm_summaries(top: pd.DataFrame, backend: LLMBackend, *, batch_size: int, seed: int) -> pd.DataFrame:
+def summary_request(interests: list[str], *, seed: int) -> ChatRequest:
+    """The request for one user's summary phrase (its cache key uses ``SUMMARY_PROMPT_VERSION``)."""
+    return ChatRequest(messages=summary_messages(interests), max_tokens=16, temperature=0.0, stop=("\n",),
+                       seed=seed)
+
+
+def _llm_summaries(top: pd.DataFrame, calls: CachedBackend, *, seed: int) -> pd.DataFrame:
     users, requests = [], []
     for user, g in top.groupby("user_id", sort=True):
         users.append(user)
-        requests.append(ChatRequest(messages=summary_messages(g["interest"].tolist()), max_tokens=16,
-                                    temperature=0.0, stop=("\n",), seed=seed))
-    completions = []
-    for start in range(0, len(requests), batch_size):
-        batch = requests[start : start + batch_size]
-        out = backend.complete_batch(batch)
-        if len(out) != len(batch):
-            raise UserInterestError(f"backend {backend.name!r} returned {len(out)} completions for {len(batch)}")
-        completions.extend(out)
+        requests.append(summary_request(g["interest"].tolist(), seed=seed))
+    completions = calls.complete_batch(requests)
     existing = top.groupby("user_id")["key"].agg(set)
     rows = []
     for user, c in zip(users, completions, strict=True):

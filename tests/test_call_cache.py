@@ -1,7 +1,9 @@
-"""The content-addressed LLM call cache: keys, hits/misses, idempotence, persistence, locks, resume."""
+"""The content-addressed LLM call cache: keys, hits/misses, idempotence, persistence, locks, resume; the one
+caching road (CachedBackend) of every LLM call site: item mining, captions, the user summary and the LLM judge."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -9,17 +11,25 @@ import time
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
-from mining.backends import ChatRequest, Completion, LLMError
+from mining.backends import ChatRequest, Completion, LLMBackend, LLMError, MinerConfig
 from mining.call_cache import (
+    CachedBackend,
     CacheEntry,
+    CallCache,
     DuckDBCallCache,
     MemoryCallCache,
     cache_key,
     canonical_request_json,
     complete_with_cache,
 )
+from mining.captions import caption_items
+from mining.item_mining import mine_item_interests
+from mining.judges import LLMJudge
+from mining.prompts import PROMPT_VERSION
+from mining.user_interests import summarise_user_interests
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -187,3 +197,133 @@ def test_interrupted_run_resumes_without_repeating_finished_chunks(tmp_path: Pat
     assert errors == {}
     assert second.served == [f"q{i}" for i in range(4, 10)]
     assert [r.text for r in results] == [f"Q{i}" for i in range(10)]
+
+
+# ---------------------------------------------------------------- CachedBackend: the one road of every LLM call
+
+
+def test_cached_backend_has_the_backend_protocol_and_counts() -> None:
+    backend = CountingBackend()
+    cached = CachedBackend(backend, MemoryCallCache(), "v1", chunk_size=2)
+    assert isinstance(cached, LLMBackend)
+    assert (cached.name, cached.model, cached.kind) == ("echo", "echo-1", "echo")
+    out = cached.complete_batch([_request(t) for t in ["a", "b", "a"]])
+    assert [c.text for c in out] == ["A", "B", "A"] and backend.served == ["a", "b"]
+    assert cached.key(_request("a")) == cache_key("echo", "echo-1", "v1", _request("a"))
+    again = cached.complete_batch([_request("b"), _request("c")])
+    assert [c.cached for c in again] == [True, False] and backend.served == ["a", "b", "c"]
+    # hits: the duplicate "a" and the cached "b"; misses: a, b, c
+    assert (cached.hits, cached.misses, cached.failures) == (2, 3, 0)
+    assert cached.stats() == {"cache_hits": 2, "calls": 3, "failures": 0, "prompt_tokens": 3, "completion_tokens": 3}
+    with pytest.raises(TypeError, match="already cached"):
+        CachedBackend(cached, MemoryCallCache(), "v2")
+    with pytest.raises(ValueError, match="prompt_version"):
+        CachedBackend(backend, MemoryCallCache(), "")
+
+
+def test_cached_backend_raises_with_partial_answers_and_keeps_them() -> None:
+    cache = MemoryCallCache()
+    failing = CountingBackend(fail_on="bad")
+    cached = CachedBackend(failing, cache, "v1")
+    with pytest.raises(LLMError) as info:
+        cached.complete_batch([_request(t) for t in ["x", "bad", "y"]])
+    assert [c.text if c else None for c in info.value.partial] == ["X", None, "Y"]
+    assert list(info.value.errors) == [1] and "bad" in info.value.errors[1]
+    assert "1 of 3 calls to 'echo'" in str(info.value) and cached.failures == 1
+    # a retry (a fresh wrapper, as a retried step builds) pays only for the failed request
+    healthy = CountingBackend()
+    out = CachedBackend(healthy, cache, "v1").complete_batch([_request(t) for t in ["x", "bad", "y"]])
+    assert [c.text for c in out] == ["X", "BAD", "Y"] and healthy.served == ["bad"]
+
+
+class ScriptedBackend:
+    """A real (trivial) backend for every call site: 0/1 for judge requests, valid JSON for structured ones,
+    a short phrase otherwise; counts the requests it answered."""
+
+    kind = "scripted"
+
+    def __init__(self, name: str = "scripted") -> None:
+        self.name, self.model = name, "scripted-1"
+        self.served: list[ChatRequest] = []
+
+    def complete_batch(self, requests: list[ChatRequest]) -> list[Completion]:
+        self.served.extend(requests)
+        out = []
+        for r in requests:
+            if r.choices:
+                text = r.choices[-1]
+            elif r.json_schema is not None:
+                text = json.dumps({"descriptors": [{"descriptor": f"use number {len(self.served)}",
+                                                    "confidence": 0.5}]})
+            else:
+                text = f"a phrase about thing {len(self.served)}"
+            out.append(Completion(text=text, mean_logprob=-0.2, prompt_tokens=5, completion_tokens=2))
+        return out
+
+
+_ITEMS = pd.DataFrame({"item_id": ["i0", "i1", "i2"], "title": ["Soil meter", "Glass beaker", "Solder wire"],
+                       "description": ["Reads pH.", "Borosilicate.", "Rosin core."],
+                       "image_url": ["http://img/0.jpg", None, "http://img/2.jpg"]})
+_SPLITS = pd.DataFrame({"user_id": ["u0"] * 3 + ["u1"] * 3, "item_id": ["i0", "i1", "i2", "i1", "i2", "i0"],
+                        "position": [0, 1, 2, 0, 1, 2], "split": ["train", "valid", "test"] * 2})
+_REWARDS = pd.DataFrame({"item_id": ["i0", "i1", "i2"], "descriptor": ["testing soil", "mixing", "soldering"],
+                         "confidence": [0.9, 0.8, 0.7], "label": [1, 1, 1]})
+
+
+def _mine(backend: ScriptedBackend, cache: CallCache) -> None:
+    cfg = MinerConfig(name=backend.name, backend="openai", model=backend.model, base_url="http://127.0.0.1:9/v1",
+                      prompt_style="structured_json", n_descriptors=2)
+    result = mine_item_interests(_ITEMS, [backend], [cfg], cache, progress=False)
+    assert result.failures.empty
+
+
+def _caption(backend: ScriptedBackend, cache: CallCache) -> None:
+    assert len(caption_items(_ITEMS, backend, cache).captions) == 2
+
+
+def _summarise(backend: ScriptedBackend, cache: CallCache) -> None:
+    out = summarise_user_interests(_SPLITS, _REWARDS, backend=backend, cache=cache)
+    assert (out["source"] == "llm_summary").sum() == 2
+
+
+def _judge(backend: ScriptedBackend, cache: CallCache) -> None:
+    result = LLMJudge(backend, cache=cache, batch_size=2).judge(
+        ["testing soil", "mixing", "soldering"], ["i0", "i1", "i2"], {i: f"evidence {i}" for i in ("i0", "i1", "i2")})
+    assert result.labels.tolist() == [1, 1, 1]
+
+
+# call site -> (run it, the module global holding its prompt version, that version)
+CALL_SITES = {
+    "item_mining": (_mine, "mining.item_mining", PROMPT_VERSION),
+    "captions": (_caption, "mining.captions", PROMPT_VERSION),
+    "user_summary": (_summarise, "mining.user_interests", "user-summary-v1"),
+    "llm_judge": (_judge, "mining.judges", "llm-judge-v1"),
+}
+_VERSION_NAME = {"mining.user_interests": "SUMMARY_PROMPT_VERSION", "mining.judges": "JUDGE_PROMPT_VERSION"}
+
+
+@pytest.mark.parametrize("site", sorted(CALL_SITES))
+def test_every_call_site_is_served_from_the_cache_on_a_rerun(site: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    run, module, version = CALL_SITES[site]
+    db = tmp_path / "w.duckdb"
+    backend = ScriptedBackend()
+    run(backend, DuckDBCallCache(db))
+    first = len(backend.served)
+    assert first > 0
+    run(backend, DuckDBCallCache(db))  # a rerun: a new cache object on the same warehouse
+    assert len(backend.served) == first, f"{site}: the rerun called the backend"
+    # every cached row carries the call site's prompt version and a key computed by cache_key (the user summary
+    # keeps "user-summary-v1", so rows cached before the wrapper moved out of the asset stay valid)
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT key, backend, model, prompt_version, request_json FROM llm_call_cache").fetchall()
+    assert len(rows) == first and {r[3] for r in rows} == {version}
+    for key, kind, model, prompt_version, request_json in rows:
+        request = ChatRequest(**{k: tuple(v) if k in ("stop", "choices") else v
+                                 for k, v in json.loads(request_json).items()})
+        assert (kind, model) == ("scripted", "scripted-1")
+        assert key == cache_key(kind, model, prompt_version, request)
+    # a changed prompt version misses: every request is asked again
+    monkeypatch.setattr(f"{module}.{_VERSION_NAME.get(module, 'PROMPT_VERSION')}", "changed-prompt")
+    run(backend, DuckDBCallCache(db))
+    assert len(backend.served) == 2 * first, f"{site}: a changed prompt version was served from the cache"

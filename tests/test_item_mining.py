@@ -242,3 +242,30 @@ def test_copies_of_a_few_shot_answer_are_failures_not_descriptors() -> None:
     assert "i1" not in set(result.interests["item_id"])
     assert set(result.interests["item_id"]) == {"i0", "i2"}
     assert not set(result.interests["descriptor"].map(normalise_descriptor)) & FEW_SHOT_ANSWERS
+
+
+def test_an_answer_with_a_lone_surrogate_is_stored_escaped_not_a_crash(tmp_path) -> None:
+    """A JSON "\\ud800" escape from an endpoint decodes to a lone surrogate, which UTF-8 (the cache table, the
+    warehouse) cannot hold: the answer is kept with it escaped, failures quote it escaped, repairs still run."""
+
+    class Hostile:
+        kind, name, model = "hostile", "hostile", "hostile-1"
+
+        def complete_batch(self, requests: list[ChatRequest]) -> list[Completion]:
+            return [Completion('{"descriptors": [{"descriptor": "\ud800", "confidence": 0.5}]}' if r.json_schema
+                               else "\ud800 fixing bikes", -0.1, 1, 1) for r in requests]
+
+    items = _items(1)
+    for style, stage in (("few_shot_phrase", None), ("structured_json", "repair")):
+        cfg = MinerConfig(name="hostile", backend="openai", model="hostile-1", base_url="http://127.0.0.1:9/v1",
+                          prompt_style=style, n_descriptors=2)
+        cache = DuckDBCallCache(tmp_path / f"{style}.duckdb")
+        result = mine_item_interests(items, [Hostile()], [cfg], cache, progress=False)
+        frames = pd.concat([result.interests.astype(str), result.failures.astype(str)]).to_string()
+        frames.encode("utf-8")  # every value is storable
+        if stage is None:
+            assert result.interests["descriptor"].tolist() == ["\\ud800 fixing bikes"]
+        else:
+            assert result.failures["stage"].tolist() == [stage]
+            assert '"\\ud800"' in result.failures["raw_output"].iloc[0]
+        assert len(cache) == result.stats["calls"] > 0

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mining.item_mining import ItemMiningSettings
 from mining.merge import MERGED_COLUMNS, merge_miners
 
 
@@ -127,3 +128,10 @@ def test_bad_inputs_raise_clear_errors() -> None:
 def test_empty_input_gives_empty_frame_with_columns() -> None:
     merged = merge_miners(_interests([]), None)
     assert merged.empty and list(merged.columns) == MERGED_COLUMNS
+
+
+def test_default_similarity_is_the_stage_setting() -> None:
+    import inspect
+
+    default = inspect.signature(merge_miners).parameters["similarity"].default
+    assert default == ItemMiningSettings().merge_similarity == 0.85

@@ -19,7 +19,7 @@ SMALL = {
     "semantic_ids": {"config": {"n_levels": 2, "codebook_size": 16, "max_epochs": 6, "seed": 1}},
     "recommender_sft": {"config": {"d_model": 32, "d_ff": 64, "num_encoder_layers": 1, "num_decoder_layers": 1,
                                    "num_heads": 2, "max_epochs": 3,
-                                   "patience": 3, "beam_width": 10, "batch_size": 64}},
+                                   "patience": 3, "beam_width": 10, "batch_size": 64, "max_history": 6}},
     "recommender_grpo": {"config": {"group_size": 4, "max_epochs": 1}},
     "evaluation_report": {"config": {"sasrec": {"max_epochs": 3}, "examples": 2}},
     "champion_model": {"config": {"model_name": "digr-e2e"}},
@@ -103,7 +103,13 @@ def test_whole_graph_materialises_and_is_consistent(digr_env, monkeypatch, capsy
             assert params[variant]["config.d_model"] == "32" and params[variant]["config.max_epochs"] == "3"
             assert params[variant]["config.use_user_interests"] == interests
         assert params["tiger_baseline"]["config.sids"] == "semantic_ids_plain"
-        assert params["ablation_no_q_term"]["config.alpha"] == "0.0"
+        assert params["ablation_no_q_term"]["config.reward_alpha"] == "0.0"
+        # the one history cap, set on recommender_sft, is what every later stage read from its checkpoint
+        meta = {a: {k: v.value for k, v in result.asset_materializations_for_node(a)[0].metadata.items()}
+                for a in ("recommender_sft", "recommender_grpo", "tiger_baseline", "evaluation_report",
+                          "champion_model")}
+        assert {m["max_history"] for m in meta.values()} == {6}
+        assert meta["recommender_sft"]["longest_train_history"] == meta["recommender_grpo"]["longest_test_history"] == 6
         champion = result.asset_materializations_for_node("champion_model")[0].metadata
         assert champion["alias"].value == "champion" and str(champion["version"].value) == "1"  # first model
         served = mlflow.pyfunc.load_model("models:/digr-e2e@champion")

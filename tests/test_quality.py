@@ -145,3 +145,16 @@ def test_check_item_interests_rules():
     low = check_item_interests(good, item_ids=["a", "b", "c", "d"], min_coverage=0.8)
     assert any("coverage: 0.500" in p for p in low)
     assert "missing column" in check_item_interests(good.drop(columns=["confidence"]))[0]
+
+
+def test_coverage_needs_the_stage_threshold_no_hidden_default():
+    """The coverage thresholds are stage settings (ItemMiningSettings / JudgeSettings.min_coverage): the checks
+    have no default of their own to drift from them."""
+    from mining.quality import check_item_interests
+
+    good = pd.DataFrame({"item_id": ["a"], "rank": [0], "descriptor": ["fixing a leak"], "confidence": [0.9]})
+    with pytest.raises(ValueError, match="min_coverage is required"):
+        check_item_interests(good, item_ids=["a", "b"])
+    with pytest.raises(ValueError, match="min_coverage is required"):
+        check_interest_rewards(good.assign(label=1, judge="t", score=0.5), item_ids=["a"])
+    assert check_item_interests(good) == []  # without a catalogue there is no coverage rule

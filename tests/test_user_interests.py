@@ -17,6 +17,7 @@ from mining.backends import Completion  # noqa: E402
 from mining.quality import check_user_interests  # noqa: E402
 from mining.user_interests import (  # noqa: E402
     UserInterestError,
+    UserInterestSettings,
     summarise_user_interests,
     train_prefix,
 )
@@ -31,9 +32,11 @@ class FirstInterestBackend:
 
     def __init__(self) -> None:
         self.requests: list = []
+        self.batches: list[int] = []
 
     def complete_batch(self, requests):
         self.requests.extend(requests)
+        self.batches.append(len(requests))
         out = []
         for r in requests:
             listed = r.messages[-1]["content"].split(":", 1)[1].split("\n")[0]
@@ -88,7 +91,7 @@ def _assert_no_leak(frame: pd.DataFrame, leak_strings: set[str]) -> None:
 def test_valid_and_test_items_never_reach_user_interests():
     splits, interests, leak_strings, leak_items = _leaky_world()
     backend = FirstInterestBackend()
-    out = summarise_user_interests(splits, interests, backend=backend, top_k=10)
+    out = summarise_user_interests(splits, interests, UserInterestSettings(top_k=10), backend=backend)
     assert len(out) > 0 and set(out["user_id"]) == set(splits["user_id"])
     _assert_no_leak(out, leak_strings)
     # the LLM never saw them either
@@ -106,7 +109,7 @@ def test_leak_strings_would_be_visible_without_the_guard():
     """Sanity check of the leakage test itself: relabel the held-out rows as train and they show up."""
     splits, interests, leak_strings, _ = _leaky_world()
     everything_train = splits.assign(split="train")
-    out = summarise_user_interests(everything_train, interests, top_k=20)
+    out = summarise_user_interests(everything_train, interests, UserInterestSettings(top_k=20))
     text = " | ".join(out["interest"])
     assert any(leak in text for leak in leak_strings)
 
@@ -146,8 +149,9 @@ def _world(draw) -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_perturbing_valid_and_test_rows_never_changes_the_output(world):
     """Both the aggregate rows and the LLM summary rows (the test double echoes its prompt) are compared."""
     splits, perturbed = world
-    a = summarise_user_interests(splits, _POOL_INTERESTS, backend=FirstInterestBackend(), top_k=3)
-    b = summarise_user_interests(perturbed, _POOL_INTERESTS, backend=FirstInterestBackend(), top_k=3)
+    a = summarise_user_interests(splits, _POOL_INTERESTS, UserInterestSettings(top_k=3), backend=FirstInterestBackend())
+    b = summarise_user_interests(perturbed, _POOL_INTERESTS, UserInterestSettings(top_k=3),
+                                 backend=FirstInterestBackend())
     assert set(a["source"]) == {"aggregate", "llm_summary"}
     pd.testing.assert_frame_equal(a, b)
 
@@ -163,7 +167,7 @@ def test_aggregation_weights_confidence_and_recency():
         "confidence": [0.8, 0.4, 0.5, 0.1],
     })
     half_life = 2.0
-    out = summarise_user_interests(splits, interests, recency_half_life=half_life, top_k=5)
+    out = summarise_user_interests(splits, interests, UserInterestSettings(recency_half_life=half_life, top_k=5))
     weights = {"furnace": 0.8 * 0.5 ** (2 / half_life) + 0.4 * 0.5 ** (1 / half_life),
                "bread": 0.5, "coffee": 0.1}
     total = sum(weights.values())
@@ -173,7 +177,7 @@ def test_aggregation_weights_confidence_and_recency():
     assert (out["source"] == "aggregate").all() and (out["n_history_items"] == 3).all()
     assert check_user_interests(out) == []
     # top_k truncates, weights stay shares of the whole
-    top1 = summarise_user_interests(splits, interests, recency_half_life=half_life, top_k=1)
+    top1 = summarise_user_interests(splits, interests, UserInterestSettings(recency_half_life=half_life, top_k=1))
     assert top1["interest"].tolist() == ["Fixing a Furnace!"]
     assert top1["weight"].iloc[0] == pytest.approx(weights["furnace"] / total)
 
@@ -191,10 +195,13 @@ def test_curated_only_uses_label_when_present():
 def test_llm_summary_row_and_batching():
     splits, interests, _, _ = _leaky_world(n_users=5)
     backend = FirstInterestBackend()
-    out = summarise_user_interests(splits, interests, backend=backend, top_k=2, batch_size=2)
+    out = summarise_user_interests(splits, interests, UserInterestSettings(top_k=2), backend=backend, batch_size=2)
     summary = out[out["source"] == "llm_summary"]
-    assert len(backend.requests) == 5 and len(summary) == 5
-    assert (summary["rank"] == 0).all()
+    assert len(summary) == 5 and (summary["rank"] == 0).all()
+    # users with the same top interests ask the same question: it is asked once (the call cache)
+    top_lists = {tuple(g.sort_values("rank")["interest"]) for _u, g in out[out["rank"] > 0].groupby("user_id")}
+    assert len(backend.requests) == len(top_lists) < 5
+    assert max(backend.batches) <= 2
     assert summary["weight"].to_numpy() == pytest.approx(np.exp(-0.5))
     for _user, g in out.groupby("user_id"):
         first = g[g["rank"] == 1]["interest"].iloc[0]
@@ -217,18 +224,26 @@ def test_bad_input_is_rejected_with_a_named_problem():
         summarise_user_interests(splits.drop(columns="split"), interests)
     with pytest.raises(UserInterestError, match="descriptor"):
         summarise_user_interests(splits, interests.drop(columns="descriptor"))
-    with pytest.raises(UserInterestError, match="top_k"):
-        summarise_user_interests(splits, interests, top_k=0)
-    with pytest.raises(UserInterestError, match="recency_half_life"):
-        summarise_user_interests(splits, interests, recency_half_life=0)
-    with pytest.raises(UserInterestError, match="max_history"):
-        summarise_user_interests(splits, interests, max_history=0)
+    with pytest.raises(UserInterestError, match="UserInterestSettings.top_k"):
+        UserInterestSettings(top_k=0)
+    with pytest.raises(UserInterestError, match="UserInterestSettings.recency_half_life"):
+        UserInterestSettings(recency_half_life=0)
+    with pytest.raises(UserInterestError, match="UserInterestSettings.recent_items"):
+        UserInterestSettings(recent_items=0)
+    with pytest.raises(UserInterestError, match="recent_items"):
+        train_prefix(splits, recent_items=0)
+    with pytest.raises(UserInterestError, match="batch_size"):
+        summarise_user_interests(splits, interests, batch_size=0)
 
 
-def test_max_history_keeps_the_latest_items():
+def test_recent_items_keeps_the_latest_items():
     splits = pd.DataFrame({"user_id": ["u"] * 5, "item_id": ["a", "b", "c", "v", "t"],
                            "position": [0, 1, 2, 3, 4], "split": ["train"] * 3 + ["valid", "test"]})
-    assert train_prefix(splits, max_history=2)["item_id"].tolist() == ["b", "c"]
+    assert train_prefix(splits, recent_items=2)["item_id"].tolist() == ["b", "c"]
+    interests = pd.DataFrame({"item_id": ["a", "b", "c"], "descriptor": ["aa", "bb", "cc"],
+                              "confidence": [0.5, 0.5, 0.5]})
+    out = summarise_user_interests(splits, interests, UserInterestSettings(recent_items=2))
+    assert sorted(out["interest"]) == ["bb", "cc"] and (out["n_history_items"] == 2).all()
 
 
 @pytest.fixture(scope="module")
@@ -246,8 +261,8 @@ def test_embedding_merge_joins_near_duplicates(embed):
         "descriptor": ["sealing a damp basement wall", "sealing damp basement walls", "tuning a guitar"],
         "confidence": [0.6, 0.5, 0.5],
     })
-    plain = summarise_user_interests(splits, interests, recency_half_life=1e9)
-    merged = summarise_user_interests(splits, interests, recency_half_life=1e9, embed=embed)
+    plain = summarise_user_interests(splits, interests, UserInterestSettings(recency_half_life=1e9))
+    merged = summarise_user_interests(splits, interests, UserInterestSettings(recency_half_life=1e9), embed=embed)
     assert len(plain) == 3
     assert merged["interest"].tolist() == ["sealing a damp basement wall", "tuning a guitar"]
     assert merged["weight"].tolist() == pytest.approx([1.1 / 1.6, 0.5 / 1.6])
