@@ -73,17 +73,19 @@ def _run(job: dict) -> dict:
     else:
         from training.generator import GeneratorConfig, evaluate_generator, load_generator, train_generator
         from training.sequence_data import SequenceDataModule
+        from training.settings import SequenceSettings
         from training.sid_vocab import SidVocab
 
         sid_table, token_table = VARIANTS[job["variant"]]
+        sequence = SequenceSettings(max_history=job["max_history"], use_user_interests=token_table is not None)
         vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{sid_table}{job['sid_suffix']}.parquet")
                                     .sort_values("item_id"))
         dm = SequenceDataModule(splits, vocab, max_history=job["max_history"], batch_size=job["batch_size"],
                                 eval_batch_size=512, seed=job["seed"], user_prefix=_tokens(tables, token_table))
         cfg = GeneratorConfig(max_epochs=job["max_epochs"], patience=job["patience"], batch_size=job["batch_size"],
                               lr=job["lr"], seed=job["seed"], accelerator=job["accelerator"])
-        res = train_generator(dm, vocab, cfg, checkpoint_dir=Path(job["work"]) / f"{job['variant']}-{job['seed']}",
-                              resume=False)
+        res = train_generator(dm, vocab, cfg, sequence=sequence, resume=False,
+                              checkpoint_dir=Path(job["work"]) / f"{job['variant']}-{job['seed']}")
         best = load_generator(res.best_checkpoint).to(_device(job["accelerator"]))
         valid = evaluate_generator(best, dm.loader("valid"))
         test = evaluate_generator(best, dm.loader("test"))
@@ -114,8 +116,11 @@ def _run_grpo(job: dict, splits, started: float) -> dict:
     sid_table, token_table = VARIANTS["deepinterestgr"]
     vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{sid_table}{job['sid_suffix']}.parquet")
                                 .sort_values("item_id"))
-    dm = SequenceDataModule(splits, vocab, max_history=job["max_history"], batch_size=job["batch_size"],
-                            eval_batch_size=512, seed=job["seed"], user_prefix=_tokens(tables, token_table))
+    # the windows are the SFT model's: its checkpoint carries the history cap and user-token settings
+    sequence = load_generator(job["sft_checkpoint"]).sequence
+    dm = SequenceDataModule.for_settings(splits, vocab, sequence, batch_size=job["batch_size"], eval_batch_size=512,
+                                         seed=job["seed"], user_prefix=_tokens(tables, token_table)
+                                         if sequence.use_user_interests else None)
     quality = pd.read_parquet(tables / "item_quality.parquet")
     q = dict(zip(quality["item_id"].astype(str), quality["q"].astype(float), strict=True))
     cfg = GRPOConfig(max_epochs=job["grpo_epochs"], seed=job["seed"],
