@@ -252,3 +252,20 @@ def test_derived_types_are_dagster_compatible_spellings():
     hidden = sem.model_fields["hidden_dims"]
     assert typing.get_origin(hidden.annotation) is list and sem().hidden_dims == [256, 128]
     assert sem(hidden_dims=[64]).build().hidden_dims == (64,)  # back to the library's tuple
+
+
+def test_shipped_run_configs_validate_against_the_derived_configs():
+    """`make demo`'s run config and the benchmark's both name only settings that exist."""
+    from pathlib import Path
+
+    import yaml
+
+    from bench.scientific import base_ops, cpu_ops
+
+    job = defs.resolve_job_def("full_study")
+    demo = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "demo_run_config.yaml").read_text())
+    for run_config in (demo, {"ops": base_ops()}, {"ops": cpu_ops()}):
+        result = dg.validate_run_config(job, run_config)
+        assert result["ops"]  # validated (an unknown key raises DagsterInvalidConfigError)
+    assert cpu_ops()["recommender_sft"]["config"]["max_history"] == base_ops()["recommender_sft"]["config"][
+        "max_history"] == 50

@@ -52,7 +52,12 @@ def miners_from_env(raw: str | None = None) -> list[MinerSpec]:
         try:
             spec = MinerSpec(**values)
             spec.build(MinerConfig)  # the library's checks, the backend's own included
-        except (ValidationError, ValueError) as exc:
+        except ValidationError as exc:  # the library's own message, without pydantic's wrapping
+            reasons = "; ".join(
+                (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "") + str(e["msg"]).removeprefix("Value error, ")
+                for e in exc.errors())
+            raise ValueError(f"{where}: {reasons}") from exc
+        except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from exc
         out.append(spec)
     return out
