@@ -77,6 +77,11 @@ class ResultRecord:
             bad = [r for r in self.ranks[split] if not 0 <= int(r) <= self.cutoff]
             if bad:
                 problems.append(f"{split} ranks outside 0..{self.cutoff}: {bad[:3]}")
+            infinite = [m for m, v in self.metrics[split].items() if not np.isfinite(float(v))]
+            if infinite:
+                problems.append(f"{split} metrics not finite: {infinite}")
+        if all(s in self.ranks for s in SPLITS) and len(self.ranks["valid"]) != len(self.ranks["test"]):
+            problems.append("valid and test ranks must both be aligned with the split's users (lengths differ)")
         if self.stopped not in ("early_stopping", "cap", "not_trained"):
             problems.append(f"unknown stopped value {self.stopped!r}")
         if self.schema != SCHEMA:

@@ -263,9 +263,30 @@ def dataset_table() -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Every BENCHMARKS.md table from the raw result records (``bench.report``); given a ``bench.train_variants``
+    log file instead of a results directory (``variants``), the older quality table of that log."""
+    from bench import report
+
+    log = getattr(args, "log", None) or (args.results if args.results and Path(args.results).is_file() else None)
+    if log:
+        return _log_report(Path(log))
+    try:
+        text = report.render(Path(args.results or report.RESULTS_DIR),
+                             references=args.references or report.REFERENCES, n_boot=args.bootstrap)
+    except report.ResultsError as exc:
+        raise SystemExit(f"report: {exc}") from exc
+    if args.write:
+        changed = report.write(Path(args.write), text)
+        print(f"{args.write}: generated section {'rewritten' if changed else 'unchanged'}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
+def _log_report(log: Path) -> int:
     import json
 
-    results = [json.loads(line) for line in open(args.results) if line.strip()]
+    results = [json.loads(line) for line in open(log) if line.strip()]
     print("## Dataset\n\n" + dataset_table())
     print("\n## Quality (test split, leave-one-out, full ranking)\n\n" + quality_table(results))
     print("\n## Stage wall time (latest materialisation of each asset)\n\n" + stage_table())
@@ -457,8 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     tab = sub.add_parser("export-tables", help="parquet tables for bench.train_variants")
     tab.add_argument("dir")
     tab.set_defaults(func=cmd_export_tables)
-    rep = sub.add_parser("report", help="markdown tables: dataset, quality (from bench.train_variants), stages")
-    rep.add_argument("results")
+    rep = sub.add_parser("report", help="every BENCHMARKS.md table from the raw results (bench/results/*.jsonl)")
+    rep.add_argument("log", nargs="?", help="a bench.train_variants log instead: its quality table, dataset, stages")
+    rep.add_argument("--results", default=None, help="directory of result records (default bench/results)")
+    rep.add_argument("--write", nargs="?", const=str(ROOT / "BENCHMARKS.md"), default=None,
+                     help="rewrite the generated section of this file (default BENCHMARKS.md) instead of printing")
+    rep.add_argument("--reference", dest="references", action="append", default=None,
+                     help="reference model of the paired comparisons (repeatable; default TIGER-style, SASRec)")
+    rep.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     rep.set_defaults(func=cmd_report)
     imp = sub.add_parser("import-llm")
     imp.add_argument("file")

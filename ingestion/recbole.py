@@ -5,10 +5,27 @@ brand. "), ``X.item2index`` and ``X.user2index`` (original id TAB integer index,
 ``X.train.inter`` / ``X.valid.inter`` / ``X.test.inter`` (``user_id:token``, ``item_id_list:token_seq``
 = space-separated history of item indexes, ``item_id:token`` = next item index).
 
-Interactions: each user's whole sequence is their test row's history followed by its item; users without
-a test row fall back to their valid row, then to their longest train row. These files carry no time, so
-the timestamp is synthetic and only keeps the order: ``SYNTHETIC_EPOCH + position * SYNTHETIC_STEP``
-(position 0-based within the user's sequence; one day apart). Ratings are NaN (implicit feedback).
+Interactions: each user's whole sequence, rebuilt from every row of every split file present. The files
+are written the way UniSRec's preprocessing writes them: for a user with the sequence ``s`` (``n`` items),
+the test row is ``s[-1]`` after the history ``s[:-1]``, the valid row ``s[-2]`` after ``s[:-2]`` and the
+train rows ``s[j]`` after ``s[:j]`` for every ``j`` from ``n - 3`` down to 1 (latest first), each history
+cut to its last ``cap`` items (50 in the published data; ``cap`` is taken as the longest history in the
+files). The test row alone is therefore not enough: a user with more than ``cap + 1`` interactions has
+lost their first ones there (on Scientific 43 interactions of 3 users), and only the train rows still
+hold them. Rebuilding: the train rows whose history is under the cap, shortest first (each names the
+item after its whole history), then the capped train rows, each the one whose history is the last
+``cap`` items rebuilt so far (where two such rows differ, the one the file lists later, as the
+published files list a user's rows latest first), then the valid row, then the test row. Every row must
+continue the sequence rebuilt before it (its history is all of it, or its last ``cap`` items when
+capped); a row that does not, or a second valid/test row of a user, is an ``IngestionError`` naming its
+file and line. A user with only some of the files' rows gets what those rows hold (with only a test
+row: its history and item). Users come in the order they first appear in the test, valid, train files.
+
+These files carry no time, so the timestamp is synthetic and only keeps the order:
+``SYNTHETIC_EPOCH + position * SYNTHETIC_STEP`` (position 0-based within the user's sequence; one day
+apart). Timestamps never tie within a user, so the published order is the order (the split's item-id
+tie-break never applies) and a repeated item is a separate interaction. Ratings are NaN (implicit
+feedback).
 
 Items: the text is "title. categories. brand. " with fields missing at will, so it cannot be split
 reliably. Heuristic: the title is the text before the first ". " and the description is the rest of the
@@ -185,27 +202,73 @@ def _iter_text_items(path: Path) -> Iterator[tuple[str, str, str, str, str, None
         yield item_id, title.strip(), rest.strip(), "", "", None
 
 
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """One row of a UniSRec split file: ``target`` follows ``history`` (both mapped back to original ids)."""
+
+    history: list[str]
+    target: str
+    path: Path
+    line: int
+
+
 def _iter_split_interactions(files: RecBoleFiles) -> Iterator[tuple[str, str, int, float]]:
     if files.item2index is None or files.user2index is None:
         raise IngestionError("the UniSRec layout needs <dataset>.item2index and <dataset>.user2index")
     items = _read_index(files.item2index)
     users = _read_index(files.user2index)
-    done: set[str] = set()
-    for split in ("test", "valid"):
+    rows: dict[str, dict[str, list[_Row]]] = {}  # user -> split -> rows; users in order of first appearance
+    cap = 0  # the history cap: the longest history in the files
+    for split in ("test", "valid", "train"):
         if split not in files.inter:
             continue
-        for user, sequence in _iter_sequences(files.inter[split], users, items):
-            if user not in done:
-                done.add(user)
-                yield from _timed(user, sequence)
-    if "train" in files.inter:
-        # train rows are prefixes; a user left without a test/valid row gets their longest one
-        longest: dict[str, list[str]] = {}
-        for user, sequence in _iter_sequences(files.inter["train"], users, items):
-            if user not in done and len(sequence) > len(longest.get(user, ())):
-                longest[user] = sequence
-        for user, sequence in longest.items():
-            yield from _timed(user, sequence)
+        for user, row in _iter_rows(files.inter[split], users, items):
+            of_user = rows.setdefault(user, {})
+            if split != "train" and split in of_user:
+                raise IngestionError(f"user {user!r} has a second row in the {split} split (the first is line "
+                                     f"{of_user[split][0].line})", path=str(row.path), line=row.line,
+                                     column="user_id")
+            of_user.setdefault(split, []).append(row)
+            cap = max(cap, len(row.history))
+    for user, of_user in rows.items():
+        yield from _timed(user, _rebuild(user, of_user, cap))
+
+
+def _rebuild(user: str, of_user: dict[str, list[_Row]], cap: int) -> list[str]:
+    """The user's whole sequence from their rows (the order is in the module docstring)."""
+    sequence: list[str] = []
+    train = of_user.get("train", [])
+    for row in sorted((r for r in train if len(r.history) < cap), key=lambda r: len(r.history)):
+        _extend(sequence, row, cap, user)
+    # capped rows are windows of the sequence; each continues the one before it
+    waiting: dict[tuple[str, ...], list[_Row]] = {}
+    for row in (r for r in train if len(r.history) >= cap):
+        waiting.setdefault(tuple(row.history), []).append(row)  # file order: latest first
+    for _ in range(sum(map(len, waiting.values()))):
+        candidates = waiting.get(tuple(_last(sequence, cap))) if sequence else None
+        if not candidates:  # none continues (or nothing to continue): the one the file lists last is next
+            candidates = max((rs for rs in waiting.values() if rs), key=lambda rs: rs[-1].line)
+        _extend(sequence, candidates.pop(), cap, user)
+    for row in (*of_user.get("valid", ()), *of_user.get("test", ())):
+        _extend(sequence, row, cap, user)
+    return sequence
+
+
+def _extend(sequence: list[str], row: _Row, cap: int, user: str) -> None:
+    """Append the row's target; its history must be the whole sequence so far, or its last ``cap`` items."""
+    if not sequence:
+        sequence.extend(row.history)
+    elif row.history != (sequence if len(row.history) < cap else _last(sequence, cap)):
+        raise IngestionError(
+            f"user {user!r}: the history does not continue the sequence rebuilt from the user's other rows "
+            f"({len(sequence)} items, ending {' '.join(sequence[-3:])}); it has {len(row.history)} items, "
+            f"ending {' '.join(row.history[-3:])}, but must be all of them (or the last {cap} when capped)",
+            path=str(row.path), line=row.line, column="item_id_list")
+    sequence.append(row.target)
+
+
+def _last(sequence: list[str], n: int) -> list[str]:
+    return sequence[max(len(sequence) - n, 0):]  # (sequence[-0:] would be all of it)
 
 
 def _timed(user: str, sequence: list[str]) -> Iterator[tuple[str, str, int, float]]:
@@ -213,17 +276,16 @@ def _timed(user: str, sequence: list[str]) -> Iterator[tuple[str, str, int, floa
         yield user, item, SYNTHETIC_EPOCH + position * SYNTHETIC_STEP, math.nan
 
 
-def _iter_sequences(path: Path, users: dict[str, str],
-                    items: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
-    """``(user_id, [item_id, ...])`` per row: history followed by the next item, mapped back to ids."""
+def _iter_rows(path: Path, users: dict[str, str], items: dict[str, str]) -> Iterator[tuple[str, _Row]]:
+    """``(user_id, row)`` per line of a split file, ids mapped back to the original ones."""
     lines = _non_blank(path)
     header = _header(path, lines, ("user_id", "item_id_list", "item_id"))
     for line_no, fields in _fields(path, lines, header):
         user = _lookup(users, fields[header["user_id"]].strip(), path, line_no, "user_id")
-        sequence = [_lookup(items, token, path, line_no, "item_id_list")
-                    for token in fields[header["item_id_list"]].split()]
-        sequence.append(_lookup(items, fields[header["item_id"]].strip(), path, line_no, "item_id"))
-        yield user, sequence
+        history = [_lookup(items, token, path, line_no, "item_id_list")
+                   for token in fields[header["item_id_list"]].split()]
+        target = _lookup(items, fields[header["item_id"]].strip(), path, line_no, "item_id")
+        yield user, _Row(history, target, path, line_no)
 
 
 def _lookup(index: dict[str, str], token: str, path: Path, line_no: int, column: str) -> str:

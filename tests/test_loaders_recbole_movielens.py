@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +20,8 @@ from ingestion.recbole import (
 )
 from ingestion.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, conform
 
-SCIENTIFIC = Path("/work/shared/data/amazon-scientific")
+SCIENTIFIC = Path(os.environ.get("DIGR_SCIENTIFIC_DATA")
+                  or Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-scientific")
 DAY = 86_400
 T0 = 1_000_000_000
 INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
@@ -51,9 +53,9 @@ def tiny_recbole(tmp_path: Path) -> Path:
         "I_c\tPlain title only\n"
         "I_d\tLab Bottle. . Continental. \n"
     )
-    # U_x and U_y have test rows; U_z only a valid row; U_w only train rows (the longest wins)
+    # U_x has every row; U_y only a test row; U_z only a valid row; U_w only train rows
     (tmp_path / "Tiny.test.inter").write_text(INTER_HEADER + "0\t0 1 2\t3\n1\t2\t0\n")
-    (tmp_path / "Tiny.valid.inter").write_text(INTER_HEADER + "0\t0 1\t2\n1\t2\t1\n2\t3 1\t0\n")
+    (tmp_path / "Tiny.valid.inter").write_text(INTER_HEADER + "0\t0 1\t2\n2\t3 1\t0\n")
     (tmp_path / "Tiny.train.inter").write_text(INTER_HEADER + "0\t0\t1\n3\t1\t2\n3\t1 2\t0\n2\t3\t1\n")
     return tmp_path
 
@@ -105,6 +107,63 @@ def test_recbole_works_with_only_a_test_split(tiny_recbole: Path) -> None:
     (tiny_recbole / "Tiny.train.inter").unlink()
     got = _concat(iter_recbole_interactions(find_recbole_files(tiny_recbole, None)))
     assert got["user_id"].tolist() == ["U_x"] * 4 + ["U_y"] * 2
+
+
+def _rebuilt(folder: Path) -> dict[str, list[str]]:
+    got = _concat(iter_recbole_interactions(find_recbole_files(folder, None)))
+    assert got.groupby("user_id")["timestamp"].diff().dropna().eq(DAY).all()
+    return {str(u): list(g["item_id"]) for u, g in got.groupby("user_id", sort=False)}
+
+
+def _write_inters(folder: Path, train: str, valid: str, test: str) -> None:
+    for split, rows in (("train", train), ("valid", valid), ("test", test)):
+        (folder / f"Tiny.{split}.inter").write_text(INTER_HEADER + rows)
+
+
+def test_recbole_rebuilds_what_the_capped_test_row_lacks_from_the_train_rows(tiny_recbole: Path) -> None:
+    # histories capped at 2 items: U_x's sequence a b c d a b c has 7 items, its test row only the last 3
+    _write_inters(tiny_recbole, "0\tc d\ta\n0\tb c\td\n0\ta b\tc\n0\ta\tb\n".translate(_INDEX),
+                  "0\td a\tb\n".translate(_INDEX), "0\ta b\tc\n".translate(_INDEX))
+    assert _rebuilt(tiny_recbole) == {"U_x": ["I_a", "I_b", "I_c", "I_d", "I_a", "I_b", "I_c"]}
+
+
+def test_recbole_order_comes_from_the_rows_not_the_file_order(tiny_recbole: Path) -> None:
+    # the train rows of the test above, earliest first instead of the published latest first
+    _write_inters(tiny_recbole, "0\ta\tb\n0\ta b\tc\n0\tb c\td\n0\tc d\ta\n".translate(_INDEX),
+                  "0\td a\tb\n".translate(_INDEX), "0\ta b\tc\n".translate(_INDEX))
+    assert _rebuilt(tiny_recbole) == {"U_x": ["I_a", "I_b", "I_c", "I_d", "I_a", "I_b", "I_c"]}
+
+
+def test_recbole_capped_rows_with_equal_histories_follow_the_published_file_order(tiny_recbole: Path) -> None:
+    # a a a b a a c d (cap 2): the windows "a a" come before a, b and c; the file lists the latest first
+    train = "0\ta a\tc\n0\tb a\ta\n0\ta b\ta\n0\ta a\tb\n0\ta a\ta\n0\ta\ta\n"
+    _write_inters(tiny_recbole, train.translate(_INDEX), "0\ta c\td\n".translate(_INDEX),
+                  "0\tc d\ta\n".translate(_INDEX))
+    assert "".join(i[-1] for i in _rebuilt(tiny_recbole)["U_x"]) == "aaabaacda"
+
+
+@pytest.mark.parametrize("train, valid, test, file_name, line, column", [
+    # the valid row's history is not the train prefix
+    ("0\ta\tb\n", "0\tb\tc\n", "0\ta b c\td\n", "Tiny.valid.inter", 2, "item_id_list"),
+    # an uncapped history (cap 3 here) that is only the end of the sequence
+    ("0\ta b\tc\n0\ta\tb\n", "0\ta b c\td\n", "0\tc d\ta\n", "Tiny.test.inter", 2, "item_id_list"),
+    # a train row missing: nothing continues a b
+    ("0\ta b c\td\n0\ta\tb\n", "0\tb c d\ta\n", "0\tc d a\tb\n", "Tiny.train.inter", 2, "item_id_list"),
+    # a second test row for U_x
+    ("0\ta\tb\n", "0\ta b\tc\n", "0\ta b c\td\n0\ta b c\ta\n", "Tiny.test.inter", 3, "user_id"),
+])
+def test_recbole_rows_that_contradict_each_other_name_file_and_line(tiny_recbole: Path, train: str, valid: str,
+                                                                    test: str, file_name: str, line: int,
+                                                                    column: str) -> None:
+    _write_inters(tiny_recbole, train.translate(_INDEX), valid.translate(_INDEX), test.translate(_INDEX))
+    with pytest.raises(IngestionError) as info:
+        _rebuilt(tiny_recbole)
+    assert info.value.path is not None and info.value.path.endswith(file_name), str(info.value)
+    assert (info.value.line, info.value.column) == (line, column), str(info.value)
+    assert "U_x" in str(info.value)
+
+
+_INDEX = str.maketrans("abcd", "0123")  # item letters of the tests above -> Tiny's item indexes
 
 
 @pytest.mark.parametrize("file_name, content, line, column", [
@@ -190,14 +249,18 @@ def test_plain_recbole_errors(plain_recbole: Path) -> None:
         find_recbole_files(plain_recbole, None)
 
 
-@pytest.mark.skipif(not (SCIENTIFIC / "Scientific.text").is_file(), reason="shared Scientific data absent")
+@pytest.mark.skipif(not (SCIENTIFIC / "Scientific.text").is_file(),
+                    reason=f"shared Scientific data absent (DIGR_SCIENTIFIC_DATA or {SCIENTIFIC})")
 def test_recbole_reads_the_real_scientific_data() -> None:
     files = find_recbole_files(SCIENTIFIC, None)
     interactions = _concat(iter_recbole_interactions(files, chunk_rows=10_000))
     items = _concat(iter_recbole_items(files))
     assert interactions["user_id"].nunique() == 8_442
     assert len(items) == 4_385 and items["item_id"].is_unique
-    assert len(interactions) == 59_384
+    # the test rows hold 59,384; the train rows add the first 29 + 9 + 5 of the 3 users past the 50-item cap
+    assert len(interactions) == 59_427
+    lengths = interactions.groupby("user_id").size()
+    assert lengths[lengths > 51].to_dict() == {"A2JZUUAAK3HNHS": 56, "A2W19IAPS7ZSDK": 60, "A3L1VJMHFWONCB": 80}
     assert set(interactions["item_id"]) <= set(items["item_id"])
     assert not interactions.duplicated(["user_id", "timestamp"]).any()
     assert items["title"].str.len().gt(0).all()

@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 @register_loader
 class RecBoleLoader(SourceLoader):
-    """``dataset`` is the file stem (``Scientific`` for ``Scientific.text``), auto when the folder holds one."""
+    """``dataset`` is the file stem (``Scientific`` for ``Scientific.text``), auto when the folder holds one.
+
+    UniSRec layout: each user's whole sequence is rebuilt from their train, valid and test rows together (the
+    test row alone lacks what lies beyond its history cap), so the leave-one-out split of it reproduces the
+    published split; see ``ingestion.recbole`` and ``python -m bench.published_split``."""
 
     kind = "recbole"
     summary = "RecBole/UniSRec atomic files `X.text`, `X.{train,valid,test}.inter`, `X.item2index`, `X.user2index`"
