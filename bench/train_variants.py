@@ -4,9 +4,12 @@ The quality half of the Scientific benchmark, runnable where the pipeline is not
 only torch, lightning, transformers, pandas and pyarrow): ``bench.scientific export-tables DIR`` writes the
 tables the graph built (splits, both SID tables, both user-interest token tables); this script trains the
 same library code on them, several runs in parallel processes, and appends one JSON line per finished run to
-``--out`` (so a run cut short still returns what it finished).
+``--out`` (so a run cut short still returns what it finished) and one ``bench.results.ResultRecord`` (metrics,
+per-user ranks, stop reason, cost, commit, hashes) to ``bench/results/<--results>.jsonl``, from which
+``python -m bench.scientific report`` regenerates BENCHMARKS.md. Budgets come from a named profile
+(``bench.profiles``); ``--codebook-seed`` names the RQ-VAE seed of the SID tables read.
 
-    python -m bench.train_variants DIR --out results.jsonl --seeds 0 1 2 --accelerator auto --parallel 4
+    python -m bench.train_variants DIR --out log.jsonl --profile gpu --seeds 0 1 2 --codebook-seed 0 --parallel 4
 """
 
 from __future__ import annotations
@@ -90,15 +93,39 @@ def _run(job: dict) -> dict:
         valid = evaluate_generator(best, dm.loader("valid"))
         test = evaluate_generator(best, dm.loader("test"))
         epochs = res.epochs_completed
-        return {**_record(job, valid, test, epochs, started), "checkpoint": str(res.best_checkpoint)}
-    return _record(job, valid, test, epochs, started)
+        return {**_record(job, valid, test, epochs, started), "checkpoint": str(res.best_checkpoint),
+                "ranks": _generator_ranks(best, dm)}
+    from evaluation.baselines import user_ranks
+    from evaluation.sasrec import rank_split
+
+    ranks = {}
+    for split in ("valid", "test"):
+        samples, ranked, targets = rank_split(module, splits, split, 20)
+        ranks[split] = {"users": [s.user_id for s in samples], "ranks": user_ranks(ranked, targets, 20).tolist()}
+    return {**_record(job, valid, test, epochs, started), "ranks": ranks}
 
 
 def _record(job: dict, valid: dict, test: dict, epochs: int, started: float, **extra) -> dict:
     return {"variant": job["variant"], "seed": job["seed"], "valid": valid, "test": test, "epochs": epochs,
             "seconds": round(time.perf_counter() - started, 1), "accelerator": job["accelerator"],
-            "config": {k: job[k] for k in ("max_history", "batch_size", "lr", "max_epochs", "patience", "sid_suffix")},
+            "config": {k: job[k] for k in ("max_history", "batch_size", "lr", "max_epochs", "patience", "sid_suffix",
+                                           "profile", "codebook_seed")},
             **extra}
+
+
+def _generator_ranks(module, dm) -> dict:
+    """Per-user 1-based rank of each valid/test target in the top ``RANK_CUTOFF`` (0 = miss)."""
+    from bench.results import RANK_CUTOFF
+    from evaluation.baselines import user_ranks
+    from training.generator import rank_loader
+
+    out = {}
+    for split in ("valid", "test"):
+        ranked, targets = rank_loader(module, dm.loader(split), beam_width=max(RANK_CUTOFF, module.config.beam_width),
+                                      top_k=RANK_CUTOFF)
+        out[split] = {"users": [s.user_id for s in dm.samples[split]],
+                      "ranks": user_ranks(ranked, targets, RANK_CUTOFF).tolist()}
+    return out
 
 
 def _run_grpo(job: dict, splits, started: float) -> dict:
@@ -131,7 +158,8 @@ def _run_grpo(job: dict, splits, started: float) -> dict:
     valid = evaluate_generator(policy, dm.loader("valid"))
     test = evaluate_generator(policy, dm.loader("test"))
     return _record(job, valid, test, len(res.history), started, kept=res.kept, alpha=cfg.reward.alpha,
-                   sft_valid_ndcg10=res.sft_val_ndcg, grpo_epochs=job["grpo_epochs"])
+                   sft_valid_ndcg10=res.sft_val_ndcg, grpo_epochs=job["grpo_epochs"],
+                   ranks=_generator_ranks(policy, dm))
 
 
 def _device(accelerator: str):
@@ -150,17 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--extra-seeds-for", nargs="+", default=["deepinterestgr", "tiger", "sasrec"],
                         help="variants run with every seed; the others only with the first")
-    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--profile", default="cpu", help="named budget (bench.profiles): epochs cap, patience, "
+                        "batch size, lr, history cap, GRPO epochs, threads, accelerator")
     parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
-    parser.add_argument("--max-history", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--max-epochs", type=int, default=20)
-    parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--sid-suffix", default="", help="read semantic_ids<SUFFIX> / semantic_ids_plain<SUFFIX> "
                         "(codebooks trained with another RQ-VAE seed, to measure the codebook's share of the variance)")
-    parser.add_argument("--grpo-epochs", type=int, default=2, help="GRPO epochs after each DeepInterestGR SFT run")
+    parser.add_argument("--codebook-seed", type=int, required=True,
+                        help="the RQ-VAE seed of the SID tables read (recorded with every result)")
+    parser.add_argument("--results", default="scientific",
+                        help="append result records to bench/results/<RESULTS>.jsonl ('' = do not record)")
+    parser.add_argument("--results-dir", default=None, help="default: bench/results")
+    parser.add_argument("--dataset", default="scientific")
     parser.add_argument("--work", default=os.environ.get("TMPDIR", "/tmp") + "/digr-variants")
     args = parser.parse_args(argv)
     known = [*VARIANTS, "sasrec", *GRPO_VARIANTS]
@@ -170,28 +198,74 @@ def main(argv: list[str] | None = None) -> int:
     grpo = [v for v in args.variants if v in GRPO_VARIANTS]
     if grpo and "deepinterestgr" not in args.variants:
         parser.error(f"{grpo} start from the deepinterestgr SFT runs: add deepinterestgr to --variants")
-    common = {k: getattr(args, k) for k in ("accelerator", "threads", "max_history", "batch_size", "lr",
-                                            "max_epochs", "patience", "work", "grpo_epochs", "sid_suffix")}
-    common["tables"] = args.tables
+    from bench.profiles import get_profile
+
+    profile = get_profile(args.profile)
+    common = {"accelerator": profile.accelerator, "threads": profile.threads, "max_history": profile.max_history,
+              "batch_size": profile.generator_batch_size, "lr": profile.generator_lr,
+              "max_epochs": profile.generator_max_epochs, "patience": profile.generator_patience,
+              "grpo_epochs": profile.grpo_epochs, "work": args.work, "sid_suffix": args.sid_suffix,
+              "profile": profile.name, "codebook_seed": args.codebook_seed, "tables": args.tables}
     jobs = [{**common, "variant": v, "seed": s} for s in args.seeds for v in args.variants
             if v not in GRPO_VARIANTS and (s == args.seeds[0] or v in args.extra_seeds_for)]
     started = time.perf_counter()
+    recorder = _Recorder(args.tables, args.results, args.dataset, args.results_dir) if args.results else None
     with open(args.out, "a") as out, mp.get_context("spawn").Pool(args.parallel) as pool:
-        sft_runs = _run_all(pool, jobs, out, started)
+        sft_runs = _run_all(pool, jobs, out, started, recorder)
         # second phase: GRPO from each finished DeepInterestGR SFT run of a seed the GRPO variants take
         grpo_jobs = [{**common, "variant": v, "seed": r["seed"], "sft_checkpoint": r["checkpoint"]}
                      for r in sft_runs if r["variant"] == "deepinterestgr" and "error" not in r for v in grpo
                      if r["seed"] == args.seeds[0] or v in args.extra_seeds_for]
-        _run_all(pool, grpo_jobs, out, started)
+        _run_all(pool, grpo_jobs, out, started, recorder)
     return 0
 
 
-def _run_all(pool, jobs: list[dict], out, started: float) -> list[dict]:
+#: report row of each variant (the evaluation report's names)
+MODEL_NAMES = {"deepinterestgr": "DeepInterestGR (SFT)", "tiger": "TIGER-style", "no_item_interests":
+               "w/o interests in item text", "no_user_tokens": "w/o user-interest tokens", "sasrec": "SASRec",
+               "grpo": "GRPO policy", "grpo_no_q": "GRPO policy w/o q term"}
+
+
+class _Recorder:
+    """Turns finished runs into ``bench.results`` records (the split file is written once, by content hash)."""
+
+    def __init__(self, tables: str, name: str, dataset: str, directory: str | None = None) -> None:
+        import pandas as pd
+
+        from bench.results import RESULTS_DIR, code_commit, machine_description, write_split
+
+        self.directory = Path(directory) if directory else RESULTS_DIR
+        splits = pd.read_parquet(Path(tables) / "interaction_splits.parquet")
+        self.split_hash = write_split(splits, self.directory)
+        self.name, self.dataset = name, dataset
+        self.commit, self.machine = code_commit(), machine_description()
+
+    def __call__(self, result: dict) -> None:
+        from bench.results import ResultRecord, append, config_hash, ranks_by_user
+
+        config = {**result["config"], "variant": result["variant"]}
+        ranks = {s: ranks_by_user(result["ranks"][s]["users"], result["ranks"][s]["ranks"], self.split_hash,
+                                  self.directory) for s in ("valid", "test")}
+        # GRPO runs a fixed number of epochs (it keeps SFT unless validation improves): its cap is the budget
+        cap = result["grpo_epochs"] if result["variant"] in GRPO_VARIANTS else result["config"]["max_epochs"]
+        stopped = "cap" if result["epochs"] >= cap else "early_stopping"
+        append(ResultRecord(
+            dataset=self.dataset, model=MODEL_NAMES[result["variant"]], profile=result["config"]["profile"],
+            seed=result["seed"], codebook_seed=None if result["variant"] == "sasrec" else result["config"][
+                "codebook_seed"], metrics={"valid": result["valid"], "test": result["test"]}, ranks=ranks,
+            split_hash=self.split_hash, epochs=result["epochs"], max_epochs=cap,
+            stopped=stopped, wall_s=result["seconds"], device=result["accelerator"], machine=self.machine,
+            commit=self.commit, config=config, config_hash=config_hash(config)), self.name, self.directory)
+
+
+def _run_all(pool, jobs: list[dict], out, started: float, recorder: _Recorder | None = None) -> list[dict]:
     results = []
     for result in pool.imap_unordered(run_one, jobs):
         results.append(result)
-        out.write(json.dumps(result) + "\n")
+        out.write(json.dumps({k: v for k, v in result.items() if k != "ranks"}) + "\n")
         out.flush()
+        if recorder is not None and "error" not in result:
+            recorder(result)
         if "error" in result:
             print(f"{result['variant']} seed {result['seed']} FAILED: {result['traceback']}", flush=True)
             continue
