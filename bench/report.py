@@ -54,6 +54,10 @@ class Run:
         return (self.record.seed, self.record.codebook_seed)
 
 
+#: profiles of baselines with a fixed recipe of their own (not a budget): shown beside every budget profile
+SHARED_PROFILES = ("published-recipe", "deterministic")
+
+
 @dataclass(frozen=True)
 class Results:
     """The runs of one results directory, one per (dataset, profile, model, seed, codebook seed)."""
@@ -63,9 +67,21 @@ class Results:
     split_files: Mapping[str, dict]  # split hash -> the split file (``bench.results.read_split``)
 
     def groups(self) -> dict[tuple[str, str], list[Run]]:
-        out: dict[tuple[str, str], list[Run]] = {}
+        """Runs per (dataset, budget profile). Baselines trained under their own fixed recipe
+        (``SHARED_PROFILES``) are shown, and compared, beside every budget profile of their dataset; a dataset
+        with only such runs gets one group of them."""
+        own: dict[tuple[str, str], list[Run]] = {}
+        shared: dict[str, list[Run]] = {}
         for run in self.runs:
-            out.setdefault((run.record.dataset, run.record.profile), []).append(run)
+            if run.record.profile in SHARED_PROFILES:
+                shared.setdefault(run.record.dataset, []).append(run)
+            else:
+                own.setdefault((run.record.dataset, run.record.profile), []).append(run)
+        out = {key: runs + shared.get(key[0], []) for key, runs in own.items()}
+        for dataset, runs in shared.items():
+            if not any(key[0] == dataset for key in own):
+                profiles = sorted({r.record.profile for r in runs})
+                out[(dataset, " + ".join(profiles))] = runs
         return {key: out[key] for key in sorted(out)}
 
 
@@ -414,7 +430,8 @@ def render(results_dir: Path = RESULTS_DIR, *, references: Sequence[str] = REFER
     for (dataset, profile), runs in results.groups().items():
         models = _models(runs)
         split_files = {m.split_hash: results.split_files[m.split_hash] for m in models}
-        superseded = [r for r in results.superseded if (r.record.dataset, r.record.profile) == (dataset, profile)]
+        profiles = {r.record.profile for r in runs}
+        superseded = [r for r in results.superseded if r.record.dataset == dataset and r.record.profile in profiles]
         source = provenance(runs, superseded)
         out.append(f"### {dataset} · profile `{profile}`")
         out.append("#### Quality\n\n" + quality_table(models) + "\n\n" + source)

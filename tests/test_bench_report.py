@@ -317,3 +317,20 @@ def test_missing_split_file_is_an_error(results_dir):
     (results_dir / "splits" / f"{SPLIT}.json").unlink()
     with pytest.raises(ResultsError, match="split file .* is missing"):
         report.render(results_dir)
+
+
+def test_recipe_baselines_are_shown_beside_every_budget_profile(tmp_path):
+    """A baseline trained under its own fixed recipe (SASRec's published recipe, most-popular) is compared with
+    the models of each budget profile; alone, it gets one section of its own."""
+    directory = tmp_path / "results"
+    (directory / "splits").mkdir(parents=True)
+    (directory / "splits" / f"{SPLIT}.json").write_text(json.dumps(SPLIT_FILE))
+    append(_record("SASRec", 0, profile="published-recipe"), "r", directory)
+    only_baselines = report.render(directory)
+    assert "profile `published-recipe`" in only_baselines and "profile `cpu`" not in only_baselines
+    for seed in (0, 1, 2):
+        append(_record("TIGER-style", seed, profile="cpu"), "r", directory)
+    text = report.render(directory)
+    assert "profile `cpu`" in text and "profile `published-recipe`" not in text
+    compared = _section(text, "#### Paired comparisons, test")
+    assert "TIGER-style" in compared and "SASRec" in compared
