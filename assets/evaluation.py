@@ -44,6 +44,28 @@ def _metrics(meta: dict, split: str, prefix: str = "") -> dict[str, float]:
     return {m: float(meta[f"{prefix}{split}_{m}"]) for m in METRICS}
 
 
+def _stored_test_ranks(warehouse: Warehouse, models: list[tuple[str, str, str]]) -> dict[str, dict[str, int]]:
+    """``{report row: {user: test rank}}`` from the ranks tables the model assets wrote (models trained before
+    ranks were stored have none and are left out of the slices)."""
+    from assets.recommender import ranks_table
+
+    out = {}
+    for row, asset, which in models:
+        if not warehouse.exists(ranks_table(asset)):
+            continue
+        frame = warehouse.read(ranks_table(asset))
+        frame = frame[(frame["split"] == "test") & (frame["which"] == which)]
+        out[row] = dict(zip(frame["user_id"].astype(str), frame["rank"].astype(int), strict=True))
+    return out
+
+
+def _slices_markdown(table) -> str:
+    """NDCG@10 per model and slice (users in brackets): cold items, popularity deciles, history lengths."""
+    ndcg = [c for c in table.columns if c.endswith("NDCG@10")]
+    view = table[["slice", "value", "users", *ndcg]].rename(columns={c: c.removesuffix(" NDCG@10") for c in ndcg})
+    return view.to_markdown(index=False, floatfmt=".4f")
+
+
 def _variant_rows(context: dg.AssetExecutionContext, splits_hash: str | None) -> tuple[list, dict]:
     """Report rows of the baselines/ablations trained on the current split; the others are listed, not shown."""
     from evaluation.report import ModelResult
@@ -79,6 +101,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     from evaluation.baselines import BaselineInputs
     from evaluation.plots import plot_codebook_usage, plot_metrics, plot_reward_curves
     from evaluation.report import ModelResult, build_report, example_users, examples_markdown
+    from evaluation.slices import slice_metrics, slices_from_splits
     from training.generator import load_generator, recommend
     from training.sequence_data import build_samples
 
@@ -99,7 +122,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     report_settings = config.build(EvaluationSettings)
     params = {**to_mapping(report_settings), "max_history": sequence.max_history}
     with mlflow_tracking.asset_run(context, params=params) as run:
-        results, baseline_info, rank_frames = [], {}, []
+        results, baseline_info, rank_frames, test_ranks = [], {}, [], {}
         inputs = BaselineInputs(splits, tuple(item_ids), max_history=sequence.max_history, seed=report_settings.seed,
                                 logger=lightning_logger(run, mlflow_tracking.experiment_name),
                                 checkpoint_dir=settings.checkpoints_dir() / "baselines" / run.run_id)
@@ -110,6 +133,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
                         for split in ("valid", "test")]
             baseline_info[key] = {k: v for k, v in outcome.info.items() if k != "history"}
             rank_frames.append(outcome.ranks_frame().assign(model=baseline.name))
+            test_ranks[baseline.name] = dict(zip(outcome.user_ids["test"], outcome.ranks["test"], strict=True))
         main = f"DeepInterestGR (ships {'GRPO' if grpo['kept'] == 'grpo' else 'SFT: GRPO did not help'})"
         for split in ("valid", "test"):
             results.append(ModelResult(main, split, _metrics(grpo, split), "main", notes="what is promoted"))
@@ -124,9 +148,20 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         variant_rows, skipped = _variant_rows(context, splits_hash)
         results += variant_rows
         report = build_report(results)
+        # slices: every model's test ranks (baselines above; generators from the ranks their assets stored)
+        shown = [(v.row, v.asset, "policy" if v.stage == "grpo" else "shipped") for v in VARIANTS
+                 if v.asset not in skipped]
+        generators = [(main, "recommender_grpo", "shipped"), ("w/o GRPO (SFT)", "recommender_sft", "shipped")]
+        if grpo["kept"] == "sft":
+            generators.append(("GRPO policy (not shipped)", "recommender_grpo", "policy"))
+        test_ranks.update(_stored_test_ranks(warehouse, generators + shown))
+        slices = slices_from_splits(splits, "test")
+        slice_table = slice_metrics(slices, {m: slices["user_id"].map(r).fillna(0).astype("int64").to_numpy()
+                                             for m, r in test_ranks.items()})
         table = report.table()
         ranks = pd.concat(rank_frames, ignore_index=True).assign(run_id=context.run.run_id)
-        warehouse.replace({"evaluation_results": table.assign(run_id=context.run.run_id), "baseline_ranks": ranks})
+        warehouse.replace({"evaluation_results": table.assign(run_id=context.run.run_id), "baseline_ranks": ranks,
+                           "evaluation_slices": slice_table.assign(run_id=context.run.run_id)})
 
         plots = {"metrics per model": plot_metrics(report, out_dir / "metrics.png"),
                  "codebook usage": plot_codebook_usage(sids["codebook_health"], out_dir / "codebook_usage.png")}
@@ -157,6 +192,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
             "variants_not_shown": skipped or "none",
             "plots": dg.MetadataValue.md("\n".join(_png_md(Path(p), t) for t, p in plots.items())),
             "examples": dg.MetadataValue.md(examples_md),
+            "slices_test_ndcg@10": dg.MetadataValue.md(_slices_markdown(slice_table)),
             "report_dir": str(out_dir),
             "lineage": upstream_lineage(context, "interaction_splits", "recommender_sft", "recommender_grpo",
                                         "semantic_ids", *(v.asset for v in VARIANTS)),

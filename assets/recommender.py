@@ -68,7 +68,7 @@ def train_sft(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence:
     checkpoint carries ``gen`` and ``sequence``; ``gen.seed`` seeds the model, the trainer and the order of the
     training windows."""
     from evaluation.baselines import evaluate_popularity
-    from training.generator import evaluate_generator, load_generator, train_generator
+    from training.generator import load_generator, train_generator
     from training.sequence_data import SequenceDataModule, user_interest_tokens
 
     vocab, _ = load_vocab(warehouse, sids, context)
@@ -90,8 +90,8 @@ def train_sft(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence:
         result = train_generator(dm, vocab, gen, sequence=sequence, checkpoint_dir=ckpt_dir, resume=True,
                                  logger=lightning_logger(run, mlflow_tracking.experiment_name))
         best = load_generator(result.best_checkpoint)
-        valid = evaluate_generator(best, dm.loader("valid"), ks=(5, 10))
-        test = evaluate_generator(best, dm.loader("test"), ks=(5, 10))
+        (valid, valid_ranks), (test, test_ranks) = (evaluate_with_ranks(best, dm, s) for s in ("valid", "test"))
+        warehouse.replace({ranks_table(context): pd.concat([valid_ranks, test_ranks], ignore_index=True)})
         pop_valid = evaluate_popularity(splits, vocab.item_ids, "valid")
         metrics = {**{f"valid_{k}": v for k, v in valid.items()}, **{f"test_{k}": v for k, v in test.items()},
                    **{f"popularity_valid_{k}": v for k, v in pop_valid.items()}}
@@ -122,6 +122,30 @@ def train_sft(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence:
             "history": result.history,
             "lineage": upstream_lineage(context, *inputs),
         }))
+
+
+#: per-user ranks are kept to this depth (the default beam width); deeper hits count as misses
+RANK_DEPTH = 20
+
+
+def ranks_table(context_or_asset) -> str:
+    """The warehouse table holding an asset's per-user ranks (what the report's slices are computed from)."""
+    asset = context_or_asset if isinstance(context_or_asset, str) else context_or_asset.asset_key.to_user_string()
+    return f"ranks_{asset}"
+
+
+def evaluate_with_ranks(module, dm, split: str) -> tuple[dict[str, float], pd.DataFrame]:
+    """HR/NDCG@5/10 of ``module`` on ``split`` (full ranking, constrained beam) and the per-user rank of each
+    target (1-based within ``RANK_DEPTH`` or the beam, 0 = miss; ``which`` = "shipped")."""
+    from evaluation.baselines import metrics_from_ranks, user_ranks
+    from training.generator import rank_loader
+
+    depth = min(RANK_DEPTH, module.config.beam_width)
+    ranked, targets = rank_loader(module, dm.loader(split), beam_width=module.config.beam_width, top_k=depth)
+    ranks = user_ranks(ranked, targets, depth)
+    frame = pd.DataFrame({"split": split, "user_id": pd.Series([s.user_id for s in dm.samples[split]], dtype="string"),
+                          "rank": ranks.astype("int64"), "which": "shipped"})
+    return metrics_from_ranks(ranks, ks=(5, 10)), frame
 
 
 def window_stats(dm) -> dict:
@@ -170,7 +194,7 @@ def train_grpo_stage(context: dg.AssetExecutionContext, grpo_config: GRPOConfig,
                      mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
     """GRPO from the current ``recommender_sft`` checkpoint, whose vocabulary and sequence settings build the
     windows; ``grpo_config.seed`` orders them. Shared by ``recommender_grpo`` and its q-term ablation."""
-    from training.generator import evaluate_generator, load_generator
+    from training.generator import load_generator
     from training.grpo import train_grpo
     from training.sequence_data import SequenceDataModule
 
@@ -190,17 +214,19 @@ def train_grpo_stage(context: dg.AssetExecutionContext, grpo_config: GRPOConfig,
         result = train_grpo(sft_path, dm, vocab, q, grpo_config,
                             logger=lightning_logger(run, mlflow_tracking.experiment_name), checkpoint_dir=ckpt_dir)
         chosen = load_generator(result.checkpoint)
-        valid = evaluate_generator(chosen, dm.loader("valid"), ks=(5, 10))
-        test = evaluate_generator(chosen, dm.loader("test"), ks=(5, 10))
+        (valid, valid_ranks), (test, test_ranks) = (evaluate_with_ranks(chosen, dm, s) for s in ("valid", "test"))
         metrics = {**{f"valid_{k}": v for k, v in valid.items()}, **{f"test_{k}": v for k, v in test.items()}}
+        ranks = [valid_ranks, test_ranks]
         if result.kept == "sft":  # the GRPO policy itself, for comparisons between GRPO variants
             policy = load_generator(result.grpo_checkpoint)
-            metrics.update({f"policy_valid_{k}": v for k, v in evaluate_generator(policy, dm.loader("valid"),
-                                                                                  ks=(5, 10)).items()})
-            metrics.update({f"policy_test_{k}": v for k, v in evaluate_generator(policy, dm.loader("test"),
-                                                                                 ks=(5, 10)).items()})
+            for split in ("valid", "test"):
+                values, policy_ranks = evaluate_with_ranks(policy, dm, split)
+                metrics.update({f"policy_{split}_{k}": v for k, v in values.items()})
+                ranks.append(policy_ranks.assign(which="policy"))
         else:
             metrics.update({f"policy_{k}": v for k, v in list(metrics.items())})
+            ranks += [r.assign(which="policy") for r in (valid_ranks, test_ranks)]
+        warehouse.replace({ranks_table(context): pd.concat(ranks, ignore_index=True)})
         mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in metrics.items()})
         mlflow.set_tag("kept", result.kept)
         mlflow.log_artifact(result.checkpoint, artifact_path="grpo")

@@ -110,6 +110,14 @@ def test_whole_graph_materialises_and_is_consistent(digr_env, monkeypatch, capsy
                           "champion_model")}
         assert {m["max_history"] for m in meta.values()} == {6}
         assert meta["recommender_sft"]["longest_train_history"] == meta["recommender_grpo"]["longest_test_history"] == 6
+        # slices (cold items, popularity deciles, history lengths) for every model, from the per-user ranks
+        with duckdb.connect(str(digr_env / "warehouse.duckdb"), read_only=True) as con:
+            slices = con.execute("SELECT * FROM evaluation_slices").df()
+        all_users = slices[slices["slice"] == "all"].iloc[0]
+        for row in ("SASRec", "most-popular", "TIGER-style (no interests)", "w/o GRPO (SFT)"):
+            assert 0.0 <= all_users[f"{row} NDCG@10"] <= 1.0, row
+        sft_test = meta["recommender_sft"]["test_ndcg@10"]
+        assert all_users["w/o GRPO (SFT) NDCG@10"] == pytest.approx(sft_test, abs=1e-5)  # same ranks, same number
         champion = result.asset_materializations_for_node("champion_model")[0].metadata
         assert champion["alias"].value == "champion" and str(champion["version"].value) == "1"  # first model
         served = mlflow.pyfunc.load_model("models:/digr-e2e@champion")
