@@ -65,10 +65,12 @@ def _run(job: dict) -> dict:
     if job["variant"] in GRPO_VARIANTS:
         return _run_grpo(job, splits, started)
     if job["variant"] == "sasrec":
-        from evaluation.sasrec import SASRecConfig, evaluate_sasrec, train_sasrec
+        from evaluation.baselines.sasrec import profile as sasrec_profile
+        from evaluation.sasrec import evaluate_sasrec, train_sasrec
 
-        cfg = SASRecConfig(max_len=job["max_history"], max_epochs=job["max_epochs"] * 3, patience=job["patience"],
-                           seed=job["seed"], accelerator=job["accelerator"], batch_size=job["batch_size"])
+        # SASRec trains under its own named recipe (the profile says which), not the generator's budget
+        cfg = sasrec_profile(job["sasrec_recipe"], max_len=job["max_history"], seed=job["seed"],
+                             accelerator=job["accelerator"])
         res = train_sasrec(splits, cfg, checkpoint_dir=Path(job["work"]) / f"sasrec-{job['seed']}")
         module = res.module.to(_device(job["accelerator"]))
         valid, test = evaluate_sasrec(module, splits, "valid"), evaluate_sasrec(module, splits, "test")
@@ -102,7 +104,8 @@ def _run(job: dict) -> dict:
     for split in ("valid", "test"):
         samples, ranked, targets = rank_split(module, splits, split, 20)
         ranks[split] = {"users": [s.user_id for s in samples], "ranks": user_ranks(ranked, targets, 20).tolist()}
-    return {**_record(job, valid, test, epochs, started), "ranks": ranks}
+    return {**_record(job, valid, test, epochs, started), "ranks": ranks, "cap": cfg.max_epochs,
+            "profile": job["sasrec_recipe"]}
 
 
 def _record(job: dict, valid: dict, test: dict, epochs: int, started: float, **extra) -> dict:
@@ -205,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
               "batch_size": profile.generator_batch_size, "lr": profile.generator_lr,
               "max_epochs": profile.generator_max_epochs, "patience": profile.generator_patience,
               "grpo_epochs": profile.grpo_epochs, "work": args.work, "sid_suffix": args.sid_suffix,
-              "profile": profile.name, "codebook_seed": args.codebook_seed, "tables": args.tables}
+              "profile": profile.name, "codebook_seed": args.codebook_seed, "tables": args.tables,
+              "sasrec_recipe": profile.sasrec_recipe}
     jobs = [{**common, "variant": v, "seed": s} for s in args.seeds for v in args.variants
             if v not in GRPO_VARIANTS and (s == args.seeds[0] or v in args.extra_seeds_for)]
     started = time.perf_counter()
@@ -247,10 +251,12 @@ class _Recorder:
         ranks = {s: ranks_by_user(result["ranks"][s]["users"], result["ranks"][s]["ranks"], self.split_hash,
                                   self.directory) for s in ("valid", "test")}
         # GRPO runs a fixed number of epochs (it keeps SFT unless validation improves): its cap is the budget
-        cap = result["grpo_epochs"] if result["variant"] in GRPO_VARIANTS else result["config"]["max_epochs"]
+        cap = result["grpo_epochs"] if result["variant"] in GRPO_VARIANTS else result.get(
+            "cap", result["config"]["max_epochs"])
         stopped = "cap" if result["epochs"] >= cap else "early_stopping"
         append(ResultRecord(
-            dataset=self.dataset, model=MODEL_NAMES[result["variant"]], profile=result["config"]["profile"],
+            dataset=self.dataset, model=MODEL_NAMES[result["variant"]],
+            profile=result.get("profile", result["config"]["profile"]),  # SASRec: its own recipe
             seed=result["seed"], codebook_seed=None if result["variant"] == "sasrec" else result["config"][
                 "codebook_seed"], metrics={"valid": result["valid"], "test": result["test"]}, ranks=ranks,
             split_hash=self.split_hash, epochs=result["epochs"], max_epochs=cap,
