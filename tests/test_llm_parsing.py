@@ -104,7 +104,9 @@ def _first_object(value: object) -> dict | None:
     return None
 
 
-no_braces = st.characters(exclude_characters="{}`")
+# no lone surrogates: the record model refuses them with another message (their handling is tested in
+# test_item_mining's surrogate regression test); every other character is fair game
+no_braces = st.characters(exclude_characters="{}`", exclude_categories=["Cs"])
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(no_braces, max_size=20),
     lambda children: st.lists(children, max_size=4)
@@ -113,7 +115,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(json_values, st.text(no_braces, max_size=30), st.text(no_braces, max_size=30))
 def test_json_in_prose_gives_its_first_object_or_the_exact_parse_error(value: object, before: str, after: str) -> None:
     """Prose without braces around any JSON value: the first object of the value is extracted exactly; with no
@@ -136,7 +138,7 @@ words = st.lists(st.text(letters, min_size=1, max_size=6), min_size=1, max_size=
     lambda ws: normalise_descriptor(" ".join(ws)) != "")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(words, st.sampled_from(["", "- ", "* ", "• ", "1. ", "2) "]),
        st.sampled_from([("", ""), ('"', '"'), ("'", "'"), ("“", "”"), ("`", "`")]),
        st.sampled_from(["", ".", ";", "!", "..."]), st.text(" \t\n", max_size=3), st.text(max_size=40))
