@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -334,3 +335,11 @@ def test_recipe_baselines_are_shown_beside_every_budget_profile(tmp_path):
     assert "profile `cpu`" in text and "profile `published-recipe`" not in text
     compared = _section(text, "#### Paired comparisons, test")
     assert "TIGER-style" in compared and "SASRec" in compared
+
+
+def test_benchmarks_md_is_what_the_committed_results_render():
+    """BENCHMARKS.md's results section is regenerated, never hand-edited: it equals the render of the committed
+    raw results (rerun `python -m bench.scientific report --write` after adding records)."""
+    path = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+    text = path.read_text(encoding="utf-8")
+    assert report.replace_generated(text, report.render()) == text
