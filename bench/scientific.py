@@ -2,7 +2,7 @@
 
     python -m bench.scientific all [--llm-answers F]   # whole graph at the 2-core CPU budget, each stage timed
     python -m bench.scientific scale [--fractions 0.25 0.5]  # the same stages on user subsamples (+ 100% = all)
-    python -m bench.scientific variants [--accelerator gpu --seeds 0 1 2]  # quality: every variant × seeds
+    python -m bench.scientific variants --codebook-seed C [--profile gpu --seeds 0 1 2]  # quality: result records
     python -m bench.scientific prepare            # ingest + split + captions into the bench home
     python -m bench.scientific export-llm FILE    # mining calls the cache lacks (answer them on a GPU box)
     python -m bench.scientific import-llm FILE    # answers from `python -m mining.offline_batch answer`
@@ -420,19 +420,21 @@ def scaling_table(runs: dict[float, list[dict]]) -> str:
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
-    """Quality half (after ``all``): export the tables, train every generator variant, GRPO and SASRec × seeds,
-    report."""
+    """Quality half (after ``all``): export the tables, train every generator variant, GRPO and SASRec × seeds
+    under a named profile, append their result records to ``bench/results/``, and print the report."""
     import subprocess
 
     tables = HOME / "tables"
     cmd_export_tables(argparse.Namespace(dir=str(tables)))
-    results = HOME / "results.jsonl"
-    results.unlink(missing_ok=True)
-    subprocess.run([sys.executable, "-m", "bench.train_variants", str(tables), "--out", str(results),
-                    "--seeds", *map(str, args.seeds), "--accelerator", args.accelerator,
-                    "--parallel", str(args.parallel), "--max-epochs", str(args.max_epochs)],
+    log = HOME / "train_variants.log.jsonl"
+    subprocess.run([sys.executable, "-m", "bench.train_variants", str(tables), "--out", str(log),
+                    "--seeds", *map(str, args.seeds), "--profile", args.profile,
+                    "--codebook-seed", str(args.codebook_seed), "--parallel", str(args.parallel)],
                    check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return cmd_report(argparse.Namespace(results=str(results)))
+    from bench import report
+
+    print(report.render())
+    return 0
 
 
 def cmd_import_llm(args: argparse.Namespace) -> int:
@@ -464,9 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     stages.set_defaults(func=cmd_stages)
     var = sub.add_parser("variants", help="every generator variant, GRPO and SASRec × seeds (any accelerator)")
     var.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    var.add_argument("--accelerator", default="auto")
+    var.add_argument("--profile", default="gpu", help="named budget (bench.profiles)")
+    var.add_argument("--codebook-seed", type=int, required=True,
+                     help="the RQ-VAE seed semantic_ids was materialised with in the bench home")
     var.add_argument("--parallel", type=int, default=1)
-    var.add_argument("--max-epochs", type=int, default=20)
     var.set_defaults(func=cmd_variants)
     mat = sub.add_parser("materialise", help="materialise these assets with the benchmark config")
     mat.add_argument("assets", nargs="+")
