@@ -128,7 +128,9 @@ def run_seed(splits: Any, items: list[str], seed: int, overrides: dict[str, Any]
     return {"result": result, "settings": resolved, "wall_s": wall}
 
 
-def record(run: dict[str, Any], splits: Any, seed: int, profile: str, results: str, directory: Path) -> Path:
+def record(run: dict[str, Any], splits: Any, seed: int, profile: str, results: str, directory: Path,
+           commit: str | None = None) -> Path:
+    """Append the run as a result record; ``commit`` is the code the run started from (default: now)."""
     from bench.results import (
         METRIC_NAMES,
         ResultRecord,
@@ -151,7 +153,7 @@ def record(run: dict[str, Any], splits: Any, seed: int, profile: str, results: s
         dataset=DATASET, model=MODEL, profile=profile, seed=seed, metrics=metrics, ranks=ranks,
         split_hash=split_hash, cutoff=result.cutoff, epochs=int(result.info["epochs"]),
         max_epochs=settings.max_epochs, stopped="early_stopping" if result.info["stopped_early"] else "cap",
-        wall_s=round(run["wall_s"], 1), device="cpu", machine=machine_description(), commit=code_commit(),
+        wall_s=round(run["wall_s"], 1), device="cpu", machine=machine_description(), commit=commit or code_commit(),
         config=config, config_hash=config_hash(config)), results, directory)
 
 
@@ -171,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bench.results import RESULTS_DIR
+    from bench.results import RESULTS_DIR, code_commit
 
+    commit = code_commit()  # the code the runs start from (a commit made while they train is not theirs)
     torch.set_num_threads(args.threads)
     overrides = parse_overrides(args.overrides)
     profile = PROFILE if not overrides else f"{PROFILE}[{','.join(args.overrides)}]"
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                                          key=lambda i: info["history"][i].get("val_ndcg@10", -1.0)),
                    "valid": result.metrics["valid"], "test": result.metrics["test"]}
             if recording:
-                row["recorded"] = str(record(run, splits, seed, profile, args.results, directory))
+                row["recorded"] = str(record(run, splits, seed, profile, args.results, directory, commit))
             print(json.dumps(row), flush=True)
             summary.append(row)
     for row in summary:
