@@ -12,7 +12,8 @@ formats, no clock, so rerunning the report on the same records rewrites BENCHMAR
 
 A run is one (model, generator seed, codebook seed); when a results file holds the same run twice (a rerun),
 the later record (``recorded_at``, then file order) is used and the table says how many were superseded.
-A model with a single run is labelled "(1 run)", shows no ±, and is not compared with a model that has a mean.
+A model with a single run is labelled "(1 run)", shows no ±, and is not compared with a model that has a mean
+(unless it was not trained at all, like most-popular: its one run is exact).
 """
 
 from __future__ import annotations
@@ -174,6 +175,11 @@ class ModelRuns:
     def n(self) -> int:
         return len(self.runs)
 
+    @property
+    def deterministic(self) -> bool:
+        """Not trained (e.g. most-popular): its one run is exact, so it may be compared with a mean."""
+        return all(run.record.stopped == "not_trained" for run in self.runs)
+
     def per_user(self, split: str, evaluated: np.ndarray, kind: str = "ndcg") -> np.ndarray:
         """runs × evaluated users of NDCG@10 (or hits)."""
         f = ndcg_from_ranks if kind == "ndcg" else hits_from_ranks
@@ -312,7 +318,7 @@ def quality_table(models: Sequence[ModelRuns]) -> str:
         epochs = ", ".join("–" if r.epochs is None else str(r.epochs) for r in recs)
         caps = sorted({r.max_epochs for r in recs if r.max_epochs is not None})
         epochs += f" (cap {', '.join(map(str, caps))})" if caps else ""
-        name = m.model + (" (1 run)" if m.n == 1 else "")
+        name = m.model + (" (deterministic)" if m.deterministic else " (1 run)" if m.n == 1 else "")
         rows.append([name, str(m.n), " ".join(_seed_label(run) for run in m.runs), *cells, ended_cell, epochs,
                      ", ".join(sorted({_commit(r.commit) for r in recs})),
                      "; ".join(sorted({r.machine or "?" for r in recs}))])
@@ -350,7 +356,7 @@ def comparison_table(models: Sequence[ModelRuns], split: str, split_files: Mappi
             if m.split_hash != ref.split_hash:
                 notes.append(f"{m.model} vs {ref_name}: different splits, not compared")
                 continue
-            if (m.n == 1) != (ref.n == 1):
+            if (m.n == 1) != (ref.n == 1) and not (m.deterministic or ref.deterministic):
                 single = m.model if m.n == 1 else ref_name
                 notes.append(f"{m.model} vs {ref_name}: {single} has a single run, not compared with a mean")
                 continue
@@ -389,7 +395,8 @@ def slice_table(models: Sequence[ModelRuns], split_file: Mapping, split: str = "
             owner[key] = m.model
             ranks[key] = np.asarray(run.record.ranks[split], dtype=np.int64)[evaluated]
     frame = slice_metrics(slices, ranks, k=K)
-    head = ["slice", "users"] + [f"{m.model}{' (1 run)' if m.n == 1 else ''}" for m in models]
+    head = ["slice", "users"] + [f"{m.model}{' (deterministic)' if m.deterministic else ' (1 run)' if m.n == 1 else ''}"
+                                 for m in models]
     rows = []
     for _, row in frame.iterrows():
         cells = [_slice_label(row["slice"], row["value"]), f"{int(row['users']):,}"]

@@ -343,3 +343,17 @@ def test_benchmarks_md_is_what_the_committed_results_render():
     path = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
     text = path.read_text(encoding="utf-8")
     assert report.replace_generated(text, report.render()) == text
+
+
+def test_a_deterministic_model_is_compared_with_a_mean(tmp_path):
+    """An untrained model (most-popular) has one exact run: it is labelled deterministic and compared."""
+    directory = tmp_path / "results"
+    (directory / "splits").mkdir(parents=True)
+    (directory / "splits" / f"{SPLIT}.json").write_text(json.dumps(SPLIT_FILE))
+    for seed in (0, 1, 2):
+        append(_record("TIGER-style", seed), "r", directory)
+    append(_record("most-popular", 0, test=[1, 0, 0, 2, 0, 0], stopped="not_trained", epochs=None), "r", directory)
+    text = report.render(directory)
+    assert "most-popular (deterministic)" in text
+    compared = _section(text, "#### Paired comparisons, test")
+    assert _row(compared, "most-popular", "TIGER-style")  # a row, not a "not compared" note
