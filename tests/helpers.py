@@ -67,3 +67,18 @@ def random_codes_with_suffix(seed: int, levels: int, sizes, n_items: int) -> tup
         if len(members) > 1:
             suffix[members] = np.arange(len(members))
     return codes, suffix
+
+
+def loo_frame(sequences: dict[str, list[str]]) -> pd.DataFrame:
+    """Leave-one-out splits of whole sequences: last item test, second to last valid, the rest train."""
+    rows = []
+    for user, seq in sequences.items():
+        for p, item in enumerate(seq):
+            split = "train" if p < len(seq) - 2 else ("valid" if p == len(seq) - 2 else "test")
+            rows.append((user, item, 1000 + p, p, 5.0, split))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "position", "rating", "split"])
+
+
+def cycle_splits(n_items: int = 12, n_users: int = 36, length: int = 8) -> pd.DataFrame:
+    """Every user walks the cycle i -> i+1 (mod n) from a different start: the next item is determined."""
+    return loo_frame({f"u{u:02d}": [f"i{(u + t) % n_items:02d}" for t in range(length)] for u in range(n_users)})

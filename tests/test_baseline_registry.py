@@ -28,22 +28,12 @@ from evaluation.baselines import (
 from evaluation.baselines import registry as registry_mod
 from evaluation.sasrec import SASRecConfig, load_sasrec, rank_split
 from metrics.ranking import evaluate_rankings
-
-COLUMNS = ["user_id", "item_id", "timestamp", "position", "rating", "split"]
-
-
-def frame(sequences: dict[str, list[str]]) -> pd.DataFrame:
-    """Leave-one-out splits: last item test, second to last valid, the rest train."""
-    rows = []
-    for user, seq in sequences.items():
-        for p, item in enumerate(seq):
-            split = "train" if p < len(seq) - 2 else ("valid" if p == len(seq) - 2 else "test")
-            rows.append((user, item, 1000 + p, p, 5.0, split))
-    return pd.DataFrame(rows, columns=COLUMNS)
+from tests import helpers
+from tests.helpers import loo_frame as frame
 
 
 def cycle_splits(n_items: int = 9, n_users: int = 18, length: int = 7) -> pd.DataFrame:
-    return frame({f"u{u:02d}": [f"i{(u + t) % n_items:02d}" for t in range(length)] for u in range(n_users)})
+    return helpers.cycle_splits(n_items, n_users, length)
 
 
 def inputs(**kw) -> BaselineInputs:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -20,8 +19,6 @@ from ingestion.recbole import (
 )
 from ingestion.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, conform
 
-SCIENTIFIC = Path(os.environ.get("DIGR_SCIENTIFIC_DATA")
-                  or Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-scientific")
 DAY = 86_400
 T0 = 1_000_000_000
 INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
@@ -247,32 +244,6 @@ def test_plain_recbole_errors(plain_recbole: Path) -> None:
     (plain_recbole / "ml.item").unlink()
     with pytest.raises(IngestionError, match=r"missing files \['ml.item'\]"):
         find_recbole_files(plain_recbole, None)
-
-
-@pytest.mark.skipif(not (SCIENTIFIC / "Scientific.text").is_file(),
-                    reason=f"shared Scientific data absent (DIGR_SCIENTIFIC_DATA or {SCIENTIFIC})")
-def test_recbole_reads_the_real_scientific_data() -> None:
-    files = find_recbole_files(SCIENTIFIC, None)
-    interactions = _concat(iter_recbole_interactions(files, chunk_rows=10_000))
-    items = _concat(iter_recbole_items(files))
-    assert interactions["user_id"].nunique() == 8_442
-    assert len(items) == 4_385 and items["item_id"].is_unique
-    # the test rows hold 59,384; the train rows add the first 29 + 9 + 5 of the 3 users past the 50-item cap
-    assert len(interactions) == 59_427
-    lengths = interactions.groupby("user_id").size()
-    assert lengths[lengths > 51].to_dict() == {"A2JZUUAAK3HNHS": 56, "A2W19IAPS7ZSDK": 60, "A3L1VJMHFWONCB": 80}
-    assert set(interactions["item_id"]) <= set(items["item_id"])
-    assert not interactions.duplicated(["user_id", "timestamp"]).any()
-    assert items["title"].str.len().gt(0).all()
-    # every user's sequence ends with their test item (the test file's last column), mapped back to an ASIN
-    user_ids = dict(line.split("\t")[::-1] for line in (SCIENTIFIC / "Scientific.user2index").read_text().split("\n")
-                    if line)
-    item_ids = dict(line.split("\t")[::-1] for line in (SCIENTIFIC / "Scientific.item2index").read_text().split("\n")
-                    if line)
-    test_rows = pd.read_csv(SCIENTIFIC / "Scientific.test.inter", sep="\t", dtype=str)
-    expected_last = dict(zip(test_rows.iloc[:, 0].map(user_ids), test_rows.iloc[:, 2].map(item_ids), strict=True))
-    last = interactions.sort_values("timestamp").groupby("user_id")["item_id"].last()
-    assert last.to_dict() == expected_last
 
 
 # ---------------------------------------------------------------- MovieLens

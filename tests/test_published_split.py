@@ -1,18 +1,16 @@
 """The pipeline's split is exactly the published UniSRec split: every user's valid and test target and the
 history before each (and the whole train prefix), on a synthetic fixture that reproduces what rebuilding from
-the test rows alone lost, and on the real Scientific data when ``DIGR_SCIENTIFIC_DATA`` (or the default
-../shared/data/amazon-scientific) is there."""
+the test rows alone lost. The same check on the real Scientific data is a benchmark, not a test (tests run on
+data the project makes): ``python -m bench.published_split``."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from bench.published_split import compare, main, pipeline_split, read_published, summary
-from bench.scientific import DATA
 from ingestion.recbole import RecBoleFiles, find_recbole_files, iter_recbole_interactions
 from ingestion.splits import SplitSettings, split_interactions
 
@@ -137,27 +135,3 @@ def test_the_check_passes_on_the_fixture_from_the_command_line(published: Path, 
     out = capsys.readouterr().out
     assert "OK: the pipeline's split is exactly the published one" in out
     assert "6 / 6" in out and "37 interactions" in out and "history cap 3" in out
-
-
-# ---------------------------------------------------------------- the real data
-
-_EXPLICIT = bool(os.environ.get("DIGR_SCIENTIFIC_DATA"))
-_ABSENT = not (DATA / "Scientific.test.inter").is_file()
-
-
-@pytest.mark.skipif(_ABSENT and not _EXPLICIT,
-                    reason=f"DIGR_SCIENTIFIC_DATA unset and the default {DATA} absent: set DIGR_SCIENTIFIC_DATA "
-                           "to the Amazon Scientific RecBole files to run the published-split check")
-def test_the_pipeline_split_is_the_published_scientific_split() -> None:
-    # a DIGR_SCIENTIFIC_DATA that is set but wrong fails here rather than skipping
-    assert not _ABSENT, f"DIGR_SCIENTIFIC_DATA={DATA} has no Scientific.test.inter"
-    splits = pipeline_split(DATA)
-    result = compare(splits, read_published(DATA))
-    assert result.ok, summary(result)
-    assert result.published_users == result.split_users == 8_442
-    assert all(n == 8_442 for n in result.checked.values())
-    assert result.train_rows == result.train_rows_matched == 34_101
-    assert len(splits) == 59_427 == 34_101 + 3 * 8_442  # every train row is one interaction past the first
-    lengths = splits.groupby("user_id").size()
-    # the three users whose first interactions the 50-item test rows lack (29 + 9 + 5 = 43)
-    assert lengths[lengths > 51].to_dict() == {"A2JZUUAAK3HNHS": 56, "A2W19IAPS7ZSDK": 60, "A3L1VJMHFWONCB": 80}

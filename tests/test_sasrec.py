@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -27,25 +26,9 @@ from evaluation.sasrec import (
     training_prefixes,
     training_sequences,
 )
+from tests.helpers import cycle_splits
+from tests.helpers import loo_frame as frame
 from training.sequence_data import SequenceSample, build_samples
-
-COLUMNS = ["user_id", "item_id", "timestamp", "position", "rating", "split"]
-
-
-def frame(sequences: dict[str, list[str]]) -> pd.DataFrame:
-    """Leave-one-out splits: last item test, second to last valid, the rest train."""
-    rows = []
-    for user, seq in sequences.items():
-        for p, item in enumerate(seq):
-            split = "train" if p < len(seq) - 2 else ("valid" if p == len(seq) - 2 else "test")
-            rows.append((user, item, 1000 + p, p, 5.0, split))
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def cycle_splits(n_items: int = 12, n_users: int = 36, length: int = 8) -> pd.DataFrame:
-    """Every user walks the cycle i -> i+1 (mod n) from a different start: the next item is determined."""
-    return frame({f"u{u:02d}": [f"i{(u + t) % n_items:02d}" for t in range(length)] for u in range(n_users)})
-
 
 FAST = SASRecConfig(max_len=8, lr=1e-2, batch_size=32, dropout=0.1, max_epochs=12, patience=12, seed=3)
 
