@@ -185,6 +185,23 @@ def ranks_by_user(user_ids: Sequence[str], ranks: Sequence[int], split_hash: str
     return [given.get(u, 0) for u in users]
 
 
+def append_baseline(result: Any, splits: pd.DataFrame, *, dataset: str, model: str, profile: str, seed: int,
+                    stopped: str, config: Mapping[str, Any], wall_s: float, name: str, epochs: int | None = None,
+                    max_epochs: int | None = None, commit: str | None = None, device: str = "cpu",
+                    directory: Path = RESULTS_DIR) -> Path:
+    """Append a registered baseline's ``BaselineResult`` (metrics, per-user ranks, cutoff) as one record; the
+    split file is stored first. ``commit``: the code the run started from (default: now)."""
+    split_hash = write_split(splits, directory)
+    config = dict(config)
+    return append(ResultRecord(
+        dataset=dataset, model=model, profile=profile, seed=seed,
+        metrics={s: {m: float(result.metrics[s][m]) for m in METRIC_NAMES} for s in SPLITS},
+        ranks={s: ranks_by_user(result.user_ids[s], result.ranks[s].tolist(), split_hash, directory) for s in SPLITS},
+        split_hash=split_hash, cutoff=result.cutoff, epochs=epochs, max_epochs=max_epochs, stopped=stopped,
+        wall_s=round(wall_s, 1), device=device, machine=machine_description(), commit=commit or code_commit(),
+        config=config, config_hash=config_hash(config)), name, directory)
+
+
 # --------------------------------------------------------------------------- the results file
 
 

@@ -131,30 +131,15 @@ def run_seed(splits: Any, items: list[str], seed: int, overrides: dict[str, Any]
 def record(run: dict[str, Any], splits: Any, seed: int, profile: str, results: str, directory: Path,
            commit: str | None = None) -> Path:
     """Append the run as a result record; ``commit`` is the code the run started from (default: now)."""
-    from bench.results import (
-        METRIC_NAMES,
-        ResultRecord,
-        append,
-        code_commit,
-        config_hash,
-        machine_description,
-        ranks_by_user,
-        write_split,
-    )
+    from bench.results import append_baseline
     from config_schema import to_mapping
 
     result, settings = run["result"], run["settings"]
-    split_hash = write_split(splits, directory)
-    ranks = {s: ranks_by_user(result.user_ids[s], result.ranks[s].tolist(), split_hash, directory)
-             for s in ("valid", "test")}
-    metrics = {s: {m: float(result.metrics[s][m]) for m in METRIC_NAMES} for s in ("valid", "test")}
-    config = to_mapping(settings)
-    return append(ResultRecord(
-        dataset=DATASET, model=MODEL, profile=profile, seed=seed, metrics=metrics, ranks=ranks,
-        split_hash=split_hash, cutoff=result.cutoff, epochs=int(result.info["epochs"]),
-        max_epochs=settings.max_epochs, stopped="early_stopping" if result.info["stopped_early"] else "cap",
-        wall_s=round(run["wall_s"], 1), device="cpu", machine=machine_description(), commit=commit or code_commit(),
-        config=config, config_hash=config_hash(config)), results, directory)
+    return append_baseline(
+        result, splits, dataset=DATASET, model=MODEL, profile=profile, seed=seed,
+        stopped="early_stopping" if result.info["stopped_early"] else "cap", config=to_mapping(settings),
+        wall_s=run["wall_s"], name=results, epochs=int(result.info["epochs"]), max_epochs=settings.max_epochs,
+        commit=commit, directory=directory)
 
 
 def main(argv: list[str] | None = None) -> int:
