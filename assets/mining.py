@@ -29,14 +29,6 @@ InterestRewardConfig = dagster_config(JudgeSettings, name="InterestRewardConfig"
 UserInterestConfig = dagster_config(UserInterestSettings, name="UserInterestConfig")
 
 
-def _settings(config: dg.Config, library_class: type):
-    """The library settings of ``config``; a setting the library refuses fails the step, naming it."""
-    try:
-        return config.build(library_class)
-    except ValueError as exc:
-        raise dg.Failure(f"invalid {type(config).__name__}: {exc}") from exc
-
-
 def _warehouse_cache(warehouse: Warehouse):
     """The LLM call cache every call site of this module shares (a table in the warehouse)."""
     from mining.call_cache import DuckDBCallCache
@@ -57,7 +49,7 @@ def item_captions(context: dg.AssetExecutionContext, config: CaptionConfig, ware
                   llm: LLMMiners) -> dg.MaterializeResult:
     from mining.captions import caption_items, vision_backend
 
-    settings = _settings(config, CaptionSettings)
+    settings = config.build(CaptionSettings)
     items = active_items(warehouse)
     with_image = int(items["image_url"].notna().sum())
     empty = pd.DataFrame({"item_id": pd.Series(dtype="string"), "caption": pd.Series(dtype="string")})
@@ -104,7 +96,7 @@ def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig
     from mining.merge import merge_miners
     from mining.quality import check_item_interests
 
-    settings = _settings(config, ItemMiningSettings)
+    settings = config.build(ItemMiningSettings)
     items = with_captions(warehouse, active_items(warehouse))
     configs = settings.miner_configs(llm.miner_configs())
     backends = llm.backends()
@@ -175,7 +167,7 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
     from mining.labelled_descriptors import load_labelled_descriptors
     from mining.quality import check_interest_rewards, check_item_quality
 
-    settings = _settings(config, JudgeSettings)
+    settings = config.build(JudgeSettings)
     items = active_items(warehouse)
     interests = warehouse.read("item_interests", order_by="item_id, rank")
     llm_backend = None
@@ -239,7 +231,7 @@ def user_interests(context: dg.AssetExecutionContext, config: UserInterestConfig
     from mining.quality import check_user_interests
     from mining.user_interests import summarise_user_interests, train_prefix
 
-    settings = _settings(config, UserInterestSettings)
+    settings = config.build(UserInterestSettings)
     splits = warehouse.read("interaction_splits", order_by="user_id, position")
     rewards = warehouse.read("interest_rewards")
     # the summary phrase comes from the first miner, its calls cached like every LLM call
