@@ -151,7 +151,7 @@ def test_rank_shapes_and_padding():
     vocab = toy_vocab()
     module = GeneratorModule(vocab, tiny_config())
     ids = torch.tensor([[vocab.eos_id, 0, 0]])
-    ranked = module.rank(ids, torch.tensor([[1, 0, 0]]), beam_width=10, top_k=10)
+    ranked = module.rank({"input_ids": ids, "attention_mask": torch.tensor([[1, 0, 0]])}, beam_width=10, top_k=10)
     assert ranked.shape == (1, 10)
     # only 8 items exist: the last two slots are padding, the rest distinct items
     assert (ranked[0, 8:] == -1).all() and sorted(ranked[0, :8].tolist()) == list(range(8))

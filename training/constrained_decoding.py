@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from transformers import AttentionInterface, AttentionMaskInterface
@@ -67,6 +68,16 @@ class SampleResult:
     def item_ids(self, vocab: SidVocab) -> list[list[str]]:
         """Sampled item ids per input."""
         return [[vocab.item_ids[i] for i in row] for row in self.item_index.tolist()]
+
+
+class SidDecoder(Protocol):
+    """What the searches step: one row per live beam or sample, input-major."""
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row (the start token first); float32 next-token logits [rows, >= vocab]."""
+
+    def select(self, rows: torch.Tensor) -> None:
+        """New row ``i`` continues old row ``rows[i]``."""
 
 
 _GROUPED_SDPA = "digr_grouped_cross_sdpa"
@@ -246,9 +257,30 @@ def constrained_beam_search(
     if not 1 <= top_k <= beam_width:
         raise ValueError(f"need 1 <= top_k <= beam_width, got top_k={top_k}, beam_width={beam_width}")
     start_id = _check_inputs(model, input_ids, attention_mask, trie, vocab)
-    device = input_ids.device
+    with _eval_mode(model), _grouped_cross_attention(model) as grouped:
+        decoder = _CachedDecoder(model, input_ids, attention_mask, grouped=grouped)
+        return decoder_beam_search(decoder, input_ids.shape[0], trie, vocab, beam_width=beam_width, top_k=top_k,
+                                   start_id=start_id, device=input_ids.device)
+
+
+@torch.inference_mode()
+def decoder_beam_search(
+    decoder: SidDecoder,
+    batch: int,
+    trie: SidTrie,
+    vocab: SidVocab,
+    *,
+    beam_width: int = 20,
+    top_k: int = 10,
+    start_id: int = PAD_ID,
+    device: torch.device | str = "cpu",
+) -> BeamResult:
+    """The beam search of :func:`constrained_beam_search` over any :class:`SidDecoder` (``batch`` inputs,
+    one decoder row per input at the start; the caller puts its model in eval mode)."""
+    if not 1 <= top_k <= beam_width:
+        raise ValueError(f"need 1 <= top_k <= beam_width, got top_k={top_k}, beam_width={beam_width}")
     trie = trie.to(device)
-    batch, width, n_vocab, max_len = input_ids.shape[0], beam_width, vocab.vocab_size, trie.max_len
+    width, n_vocab, max_len = beam_width, vocab.vocab_size, trie.max_len
     batch_rows = torch.arange(batch, device=device)[:, None]
 
     # Running beams are kept sorted by score, so the live ones of every input are its first `n_live`
@@ -264,41 +296,39 @@ def constrained_beam_search(
     n_live = 1
     step_input = torch.full((batch,), start_id, dtype=torch.long, device=device)
 
-    with _eval_mode(model), _grouped_cross_attention(model) as grouped:
-        decoder = _CachedDecoder(model, input_ids, attention_mask, grouped=grouped)
-        for t in range(max_len):
-            log_probs = _log_probs(decoder.step(step_input), n_vocab).view(batch, n_live, n_vocab)
-            allowed = trie.allowed_mask(state[:, :n_live].reshape(-1)).view(batch, n_live, n_vocab)
-            cand = torch.where(allowed, log_probs + scores[:, :n_live, None], _NEG_INF).view(batch, -1)
-            cand_scores, cand_flat = _top(cand, 2 * width)
-            src, tok = cand_flat // n_vocab, cand_flat % n_vocab
-            cand_state = trie.advance(state.gather(1, src), tok)
-            cand_tokens = tokens[batch_rows, src]
-            cand_tokens[:, :, t] = tok
-            ends = (tok == EOS_ID) & torch.isfinite(cand_scores)
+    for t in range(max_len):
+        log_probs = _log_probs(decoder.step(step_input), n_vocab).view(batch, n_live, n_vocab)
+        allowed = trie.allowed_mask(state[:, :n_live].reshape(-1)).view(batch, n_live, n_vocab)
+        cand = torch.where(allowed, log_probs + scores[:, :n_live, None], _NEG_INF).view(batch, -1)
+        cand_scores, cand_flat = _top(cand, 2 * width)
+        src, tok = cand_flat // n_vocab, cand_flat % n_vocab
+        cand_state = trie.advance(state.gather(1, src), tok)
+        cand_tokens = tokens[batch_rows, src]
+        cand_tokens[:, :, t] = tok
+        ends = (tok == EOS_ID) & torch.isfinite(cand_scores)
 
-            # finished pool: previous pool + eos candidates ranked within the first W, best W kept
-            ranked_in = torch.arange(cand_scores.shape[1], device=device) < width
-            new_fin = torch.where(ends & ranked_in, cand_scores, _NEG_INF)
-            fin_scores, keep = torch.cat([fin_scores, new_fin], dim=1).topk(width, dim=1)
-            fin_tokens = torch.cat([fin_tokens, cand_tokens], dim=1)[batch_rows, keep]
-            fin_item = torch.cat([fin_item, trie.item_index(cand_state)], dim=1).gather(1, keep)
+        # finished pool: previous pool + eos candidates ranked within the first W, best W kept
+        ranked_in = torch.arange(cand_scores.shape[1], device=device) < width
+        new_fin = torch.where(ends & ranked_in, cand_scores, _NEG_INF)
+        fin_scores, keep = torch.cat([fin_scores, new_fin], dim=1).topk(width, dim=1)
+        fin_tokens = torch.cat([fin_tokens, cand_tokens], dim=1)[batch_rows, keep]
+        fin_item = torch.cat([fin_item, trie.item_index(cand_state)], dim=1).gather(1, keep)
 
-            # running beams: best W candidates that did not end
-            scores, pick = _top(torch.where(ends, _NEG_INF, cand_scores), width)
-            alive = torch.isfinite(scores)
-            state = torch.where(alive, cand_state.gather(1, pick), -1)
-            tokens = cand_tokens[batch_rows, pick]
+        # running beams: best W candidates that did not end
+        scores, pick = _top(torch.where(ends, _NEG_INF, cand_scores), width)
+        alive = torch.isfinite(scores)
+        state = torch.where(alive, cand_state.gather(1, pick), -1)
+        tokens = cand_tokens[batch_rows, pick]
 
-            # log-probs only fall, so a running beam below the worst finished one can never enter the pool
-            if t == max_len - 1 or not bool((scores[:, 0] > fin_scores[:, -1]).any()):
-                break
-            # each beam continues its parent's decoder row; src always points into the beam's own input,
-            # so dead beams among the first n_live simply idle on a row of their input
-            parent_row = src.gather(1, pick) + batch_rows * n_live
-            n_live = int(alive.sum(1).max())
-            decoder.select(parent_row[:, :n_live].reshape(-1))
-            step_input = tokens[:, :n_live, t].reshape(-1)
+        # log-probs only fall, so a running beam below the worst finished one can never enter the pool
+        if t == max_len - 1 or not bool((scores[:, 0] > fin_scores[:, -1]).any()):
+            break
+        # each beam continues its parent's decoder row; src always points into the beam's own input,
+        # so dead beams among the first n_live simply idle on a row of their input
+        parent_row = src.gather(1, pick) + batch_rows * n_live
+        n_live = int(alive.sum(1).max())
+        decoder.select(parent_row[:, :n_live].reshape(-1))
+        step_input = tokens[:, :n_live, t].reshape(-1)
 
     found = torch.isfinite(fin_scores)
     fin_item = torch.where(found, fin_item, -1)
@@ -323,39 +353,58 @@ def constrained_sample(
 
     Uses ``torch.no_grad`` (not inference mode), so the returned tokens can feed a later forward with grad.
     """
+    start_id = _check_inputs(model, input_ids, attention_mask, trie, vocab)
+    with _eval_mode(model), _grouped_cross_attention(model) as grouped:
+        decoder = _CachedDecoder(model, input_ids, attention_mask, grouped=grouped)
+        return decoder_sample(decoder, input_ids.shape[0], trie, vocab, num_samples=num_samples,
+                              temperature=temperature, generator=generator, start_id=start_id,
+                              device=input_ids.device)
+
+
+@torch.no_grad()
+def decoder_sample(
+    decoder: SidDecoder,
+    batch: int,
+    trie: SidTrie,
+    vocab: SidVocab,
+    *,
+    num_samples: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    start_id: int = PAD_ID,
+    device: torch.device | str = "cpu",
+) -> SampleResult:
+    """The sampling of :func:`constrained_sample` over any :class:`SidDecoder` (the caller puts its model in
+    eval mode)."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    start_id = _check_inputs(model, input_ids, attention_mask, trie, vocab)
-    device = input_ids.device
     trie = trie.to(device)
-    batch, n_vocab, max_len = input_ids.shape[0], vocab.vocab_size, trie.max_len
+    n_vocab, max_len = vocab.vocab_size, trie.max_len
     rows = batch * num_samples
 
     state = torch.full((rows,), trie.root, dtype=torch.long, device=device)
     tokens = torch.full((rows, max_len), PAD_ID, dtype=torch.long, device=device)
     log_prob = torch.zeros(rows, device=device)
     sampler_log_prob = torch.zeros(rows, device=device)
-    with _eval_mode(model), _grouped_cross_attention(model) as grouped:
-        decoder = _CachedDecoder(model, input_ids, attention_mask, grouped=grouped)
-        logits = decoder.step(torch.full((batch,), start_id, dtype=torch.long, device=device))
-        logits = logits.repeat_interleave(num_samples, dim=0)
-        decoder.select(torch.arange(batch, device=device).repeat_interleave(num_samples))
-        for t in range(max_len):
-            done = trie.is_terminal(state)
-            if bool(done.all()):
-                break
-            if t > 0:  # finished samples keep their row (padding) so that rows stay grouped per input
-                logits = decoder.step(tokens[:, t - 1])
-            allowed = trie.allowed_mask(state)  # a finished sample allows only pad
-            sampler = torch.log_softmax(torch.where(allowed, logits[:, :n_vocab] / temperature, _NEG_INF), dim=-1)
-            tok = torch.multinomial(sampler.exp(), 1, generator=generator)
-            log_prob += torch.where(done, 0.0, _log_probs(logits, n_vocab).gather(1, tok).squeeze(1))
-            sampler_log_prob += torch.where(done, 0.0, sampler.gather(1, tok).squeeze(1))
-            tok = tok.squeeze(1)
-            state = trie.advance(state, tok)
-            tokens[:, t] = tok
+    logits = decoder.step(torch.full((batch,), start_id, dtype=torch.long, device=device))
+    logits = logits.repeat_interleave(num_samples, dim=0)
+    decoder.select(torch.arange(batch, device=device).repeat_interleave(num_samples))
+    for t in range(max_len):
+        done = trie.is_terminal(state)
+        if bool(done.all()):
+            break
+        if t > 0:  # finished samples keep their row (padding) so that rows stay grouped per input
+            logits = decoder.step(tokens[:, t - 1])
+        allowed = trie.allowed_mask(state)  # a finished sample allows only pad
+        sampler = torch.log_softmax(torch.where(allowed, logits[:, :n_vocab] / temperature, _NEG_INF), dim=-1)
+        tok = torch.multinomial(sampler.exp(), 1, generator=generator)
+        log_prob += torch.where(done, 0.0, _log_probs(logits, n_vocab).gather(1, tok).squeeze(1))
+        sampler_log_prob += torch.where(done, 0.0, sampler.gather(1, tok).squeeze(1))
+        tok = tok.squeeze(1)
+        state = trie.advance(state, tok)
+        tokens[:, t] = tok
 
     shape = (batch, num_samples)
     return SampleResult(

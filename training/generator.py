@@ -33,8 +33,9 @@ from transformers import (
 
 from config_schema import from_mapping, to_mapping
 from metrics.ranking import evaluate_rankings
-from training.constrained_decoding import constrained_beam_search
-from training.sequence_data import LABEL_PAD, SampleEncoder, SequenceSample
+from training.constrained_decoding import constrained_beam_search, decoder_beam_search
+from training.item_generator import ItemCausalModel
+from training.sequence_data import LABEL_PAD, SampleEncoder, SequenceSample, collate_items, layout_of
 from training.settings import GeneratorConfig, SequenceSettings
 from training.sid_trie import SidTrie
 from training.sid_vocab import SidVocab
@@ -145,10 +146,15 @@ def _module_name(root: nn.Module, target: nn.Module) -> str:
     raise ValueError("module not found in model")
 
 
-def build_model(vocab: SidVocab, config: GeneratorConfig) -> nn.Module:
-    """The model named by ``config.arch``."""
+def build_model(vocab: SidVocab, config: GeneratorConfig, sequence: SequenceSettings | None = None,
+                item_text: np.ndarray | None = None, text_dim: int | None = None) -> nn.Module:
+    """The model named by ``config.arch`` (``item_text``/``text_dim``: the items' text embeddings, read by
+    ``arch="item_causal"`` with ``history_text``)."""
     if config.arch == "t5":
         return build_t5(vocab, config)
+    if config.arch == "item_causal":
+        return ItemCausalModel(vocab, config, sequence or SequenceSettings(use_user_interests=False),
+                               item_text=item_text, text_dim=text_dim)
     return CausalSidLM(vocab, config)
 
 
@@ -215,12 +221,14 @@ class GeneratorModule(L.LightningModule):
     """SFT of the generative recommender; validation ranks the full catalogue with constrained beams.
 
     The checkpoint describes the model: its SID vocabulary, its ``GeneratorConfig`` (seed included) and the
-    ``SequenceSettings`` its inputs were built with (history cap, user-interest tokens), so every later
-    stage encodes users exactly as training did without looking anything up elsewhere.
+    ``SequenceSettings`` its inputs were built with (history cap, user-interest tokens, history text), so
+    every later stage encodes users exactly as training did without looking anything up elsewhere; an
+    ``item_causal`` model with history text carries the items' text embeddings in its weights.
     """
 
     def __init__(self, vocab: SidVocab | dict, config: GeneratorConfig | dict,
-                 sequence: SequenceSettings | dict | None = None) -> None:
+                 sequence: SequenceSettings | dict | None = None, item_text: np.ndarray | None = None,
+                 text_dim: int | None = None) -> None:
         super().__init__()
         self.vocab = vocab if isinstance(vocab, SidVocab) else SidVocab.from_dict(vocab)
         self.config = config if isinstance(config, GeneratorConfig) else from_mapping(
@@ -230,35 +238,52 @@ class GeneratorModule(L.LightningModule):
         self.sequence = sequence if isinstance(sequence, SequenceSettings) else from_mapping(
             SequenceSettings, sequence, where="checkpoint sequence settings")
         # the vocabulary travels in the checkpoint so it reloads alone; kept out of the logger (too big)
+        if self.sequence.history_text and self.config.arch != "item_causal":
+            raise ValueError(f"history_text=True is read by arch='item_causal' only, not arch={self.config.arch!r}")
+        if item_text is not None:  # a tensor: Lightning's hyperparameter bookkeeping compares init args with ==
+            item_text = torch.as_tensor(np.asarray(item_text, dtype=np.float32))
+            text_dim = int(item_text.shape[1])
+        self.text_dim = text_dim
         self.save_hyperparameters(
             {"vocab": self.vocab.to_dict(), "config": to_mapping(self.config),
-             "sequence": to_mapping(self.sequence)}, logger=False
+             "sequence": to_mapping(self.sequence), "text_dim": text_dim}, logger=False
         )
-        self.model = build_model(self.vocab, self.config)
+        self.model = build_model(self.vocab, self.config, self.sequence, item_text, text_dim)
         self.trie = SidTrie.from_vocab(self.vocab)
         self._prefix_index: SidPrefixIndex | None = None
         self._val_ranked: list[np.ndarray] = []
         self._val_targets: list[np.ndarray] = []
 
+    @property
+    def layout(self) -> str:
+        """The batch layout the model reads (``training.sequence_data.layout_of``)."""
+        return layout_of(self.config.arch)
+
     # -- scoring
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy of the target SID tokens."""
+        if self.config.arch == "item_causal":
+            return self.model(batch)
         return self.model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
         ).loss
 
     @torch.no_grad()
     def rank(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, beam_width: int | None = None,
-        top_k: int | None = None,
+        self, batch: dict[str, torch.Tensor], *, beam_width: int | None = None, top_k: int | None = None,
     ) -> np.ndarray:
-        """Top-k item indices (rows of ``vocab.item_ids``) per input row; -1 where fewer exist."""
+        """Top-k item indices (rows of ``vocab.item_ids``) per row of a collated batch; -1 where fewer exist."""
         beam_width = beam_width or self.config.beam_width
         top_k = top_k or self.config.eval_top_k
-        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         was_training = self.model.training
         self.model.eval()
         try:
+            if self.config.arch == "item_causal":
+                items = batch["items"].to(self.device)
+                res = decoder_beam_search(self.model.decoder(items), len(items), self.trie, self.vocab,
+                                          beam_width=beam_width, top_k=top_k, device=self.device)
+                return np.asarray(res.item_index.cpu(), dtype=np.int64)
+            input_ids, attention_mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
             if self.config.arch == "t5":
                 res = constrained_beam_search(
                     self.model, input_ids, attention_mask, self.trie, self.vocab,
@@ -273,12 +298,10 @@ class GeneratorModule(L.LightningModule):
         finally:
             self.model.train(was_training)
 
-    def rank_padded(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, depth: int, beam_width: int | None = None
-    ) -> np.ndarray:
+    def rank_padded(self, batch: dict[str, torch.Tensor], depth: int, beam_width: int | None = None) -> np.ndarray:
         """Like :meth:`rank`, ``depth`` columns wide even when the beam is narrower (-1 fills the rest)."""
         beam_width = beam_width or self.config.beam_width
-        ranked = self.rank(input_ids, attention_mask, beam_width=beam_width, top_k=min(depth, beam_width))
+        ranked = self.rank(batch, beam_width=beam_width, top_k=min(depth, beam_width))
         if ranked.shape[1] < depth:
             ranked = np.pad(ranked, ((0, 0), (0, depth - ranked.shape[1])), constant_values=-1)
         return ranked
@@ -294,14 +317,14 @@ class GeneratorModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=len(batch["input_ids"]))
+        self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=len(next(iter(batch.values()))))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.log("val_loss", self(batch), on_epoch=True, batch_size=len(batch["input_ids"]))
+        self.log("val_loss", self(batch), on_epoch=True, batch_size=len(batch["target_index"]))
         # NDCG@10 is the monitored metric: rank 10 deep (slots beyond the beam count as misses)
         depth = max(10, self.config.eval_top_k)
-        self._val_ranked.append(self.rank_padded(batch["input_ids"], batch["attention_mask"], depth))
+        self._val_ranked.append(self.rank_padded(batch, depth))
         self._val_targets.append(batch["target_index"].cpu().numpy())
 
     def on_validation_epoch_end(self) -> None:
@@ -343,7 +366,7 @@ def load_generator(checkpoint_path: str | Path) -> GeneratorModule:
     if missing:
         raise ValueError(f"{checkpoint_path} is not a self-describing generator checkpoint (no {missing} "
                          "hyperparameters); retrain it")
-    module = GeneratorModule(hp["vocab"], hp["config"], hp["sequence"])
+    module = GeneratorModule(hp["vocab"], hp["config"], hp["sequence"], text_dim=hp.get("text_dim"))
     state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     module.model.load_state_dict(state)
     return module.eval()
@@ -436,8 +459,12 @@ def train_generator(
     checkpoint_dir: str | Path,
     resume: bool = True,
     max_epochs: int | None = None,
+    item_text: np.ndarray | None = None,
 ) -> TrainResult:
     """Supervised training (SFT) with early stopping on validation NDCG@10.
+
+    ``item_text`` [n_items, dim] (``vocab.item_ids`` order): the items' text embeddings, needed by
+    ``arch="item_causal"`` with ``sequence.history_text`` (they travel in the checkpoint).
 
     ``sequence`` (default: the datamodule's history cap, no other change) is stored in the checkpoint; it
     must describe the datamodule's windows. ``max_epochs`` (default ``config.max_epochs``) stops the trainer
@@ -457,7 +484,10 @@ def train_generator(
     checkpoint_dir = Path(checkpoint_dir)
     last = checkpoint_dir / "last.ckpt"
     resume_from = str(last) if resume and last.exists() else None
-    module = GeneratorModule(vocab, config, sequence)
+    if layout_of(config.arch) != getattr(datamodule, "layout", "windows"):
+        raise ValueError(f"arch={config.arch!r} reads the {layout_of(config.arch)!r} layout, the datamodule serves "
+                         f"{getattr(datamodule, 'layout', 'windows')!r}: build it with layout=layout_of(arch)")
+    module = GeneratorModule(vocab, config, sequence, item_text=item_text)
     ckpt_cb, last_cb = checkpoint_callbacks(checkpoint_dir, "best")
     history = MetricHistory()
     callbacks: list[Callback] = [
@@ -484,7 +514,7 @@ def rank_loader(module: GeneratorModule, loader: Any, **kw: Any) -> tuple[np.nda
     """Ranked item indices [n, top_k] and target indices [n] over a loader of collated batches."""
     ranked, targets = [], []
     for batch in loader:
-        ranked.append(module.rank(batch["input_ids"], batch["attention_mask"], **kw))
+        ranked.append(module.rank(batch, **kw))
         targets.append(batch["target_index"].numpy())
     return np.concatenate(ranked), np.concatenate(targets)
 
@@ -519,15 +549,27 @@ def recommend(
     encoder = SampleEncoder(vocab, user_prefix)
     out: list[list[str]] = []
     for start in range(0, len(samples), batch_size):
-        inputs = [encoder.encode_input(s.user_id, s.history) for s in samples[start : start + batch_size]]
-        width = max(len(x) for x in inputs)
-        input_ids = torch.full((len(inputs), width), vocab.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for i, x in enumerate(inputs):
-            input_ids[i, : len(x)], mask[i, : len(x)] = torch.tensor(x), 1
-        ranked = module.rank(input_ids, mask, beam_width=beam_width, top_k=k)
+        chunk = samples[start : start + batch_size]
+        batch = encode_histories(module, encoder, [s.user_id for s in chunk], [s.history for s in chunk])
+        ranked = module.rank(batch, beam_width=beam_width, top_k=k)
         out.extend([[vocab.item_ids[i] for i in row if i >= 0] for row in ranked])
     return out
+
+
+def encode_histories(module: GeneratorModule, encoder: SampleEncoder, users: Sequence[str],
+                     histories: Sequence[Sequence[str]]) -> dict[str, torch.Tensor]:
+    """A batch of histories (each cut to the model's history cap) in the layout the module reads."""
+    cap = module.sequence.max_history
+    histories = [list(h)[-cap:] if cap else list(h) for h in histories]
+    if module.layout == "items":
+        return collate_items([{"items": [encoder.item_index(i) for i in h]} for h in histories])
+    inputs = [encoder.encode_input(u, h) for u, h in zip(users, histories, strict=True)]
+    width = max(len(x) for x in inputs)
+    input_ids = torch.full((len(inputs), width), module.vocab.pad_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for i, x in enumerate(inputs):
+        input_ids[i, : len(x)], mask[i, : len(x)] = torch.tensor(x), 1
+    return {"input_ids": input_ids, "attention_mask": mask}
 
 
 def evaluate_generator(
@@ -536,7 +578,7 @@ def evaluate_generator(
     """HR@K / NDCG@K of the module over a loader (full ranking, constrained beam search)."""
     ranked, targets = [], []
     for batch in loader:
-        ranked.append(module.rank_padded(batch["input_ids"], batch["attention_mask"], max(ks), beam_width))
+        ranked.append(module.rank_padded(batch, max(ks), beam_width))
         targets.append(batch["target_index"].numpy())
     return evaluate_rankings(np.concatenate(ranked), np.concatenate(targets), ks=ks)
 

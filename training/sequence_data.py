@@ -10,6 +10,12 @@ From the ``interaction_splits`` frame (user_id, item_id, timestamp, rating, posi
 Encoder input = ``[user prefix tokens] + SID(h_1) + ... + SID(h_n) + [eos]`` (each history item's SID
 tokens without its eos); labels = the target's SID tokens + eos.
 
+Layout ``"items"`` (``arch="item_causal"``) serves the same samples as item indices (rows of
+``vocab.item_ids``): ``items`` [B, T] (-1 pads on the right) with ``labels`` and ``target_index`` for valid and
+test windows, and, for training, one chunk per user of up to ``max_history + 1`` train items in which every
+position after the first is a target (a longer prefix is cut into chunks that overlap by one item, so every
+train target is predicted once, after up to ``max_history`` items of its chunk).
+
 Leakage: training samples never see a valid or test item, as input or label. The optional
 ``user_prefix`` (interest tokens per user) is taken as given, so **the caller must build it from the
 training prefix only** (``user_interests`` mines train items only for that reason).
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import numpy as np
@@ -85,6 +91,11 @@ def build_samples(splits: pd.DataFrame, *, max_history: int = 20) -> dict[str, l
                 SequenceSample(str(user), tuple(before_test[-max_history:]), held["test"], "test")
             )
     return out
+
+
+def layout_of(arch: str) -> Literal["windows", "items"]:
+    """The batch layout a generator architecture reads."""
+    return "items" if arch == "item_causal" else "windows"
 
 
 def _check_order(user: Any, labels: list[str]) -> None:
@@ -214,6 +225,54 @@ class SampleEncoder:
         }
 
 
+def item_chunks(sequence: Sequence[int], max_history: int) -> list[list[int]]:
+    """Chunks of up to ``max_history + 1`` items, each starting at the previous chunk's last item, so every
+    item but the first is a target exactly once."""
+    return [list(sequence[start : start + max_history + 1])
+            for start in range(0, max(1, len(sequence) - 1), max_history)]
+
+
+class ItemSequenceDataset(Dataset):
+    """Item-index rows: training chunks (``chunks=True``) or one window per sample."""
+
+    def __init__(self, samples: Sequence[SequenceSample], encoder: SampleEncoder, *, max_history: int,
+                 chunks: bool = False) -> None:
+        self.samples = list(samples)
+        if chunks:
+            per_user: dict[str, list[int]] = {}
+            for s in self.samples:  # a user's windows arrive in order: the first holds train item 0
+                seq = per_user.setdefault(s.user_id, [encoder.item_index(i) for i in s.history[:1]])
+                seq.append(encoder.item_index(s.target))
+            self.rows = [{"items": chunk} for seq in per_user.values() for chunk in item_chunks(seq, max_history)]
+        else:
+            self.rows = [{"items": [encoder.item_index(i) for i in s.history],
+                          "labels": encoder.item_sid(s.target) + [encoder.vocab.eos_id],
+                          "target_index": encoder.item_index(s.target)} for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        return self.rows[idx]
+
+
+def collate_items(rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Right-pad item-index rows with -1 (and labels with -100 when the rows are windows)."""
+    width = max(1, max(len(r["items"]) for r in rows))
+    items = torch.full((len(rows), width), -1, dtype=torch.long)
+    for i, r in enumerate(rows):
+        items[i, : len(r["items"])] = torch.tensor(r["items"], dtype=torch.long)
+    out = {"items": items}
+    if "labels" in rows[0]:
+        lab_len = max(len(r["labels"]) for r in rows)
+        labels = torch.full((len(rows), lab_len), LABEL_PAD, dtype=torch.long)
+        for i, r in enumerate(rows):
+            labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
+        out["labels"] = labels
+        out["target_index"] = torch.tensor([r["target_index"] for r in rows], dtype=torch.long)
+    return out
+
+
 class SequenceDataset(Dataset):
     """Encoded samples, held in memory as token lists."""
 
@@ -277,8 +336,14 @@ class SequenceDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         seed: int = 0,
         user_prefix: Mapping[str, Sequence[int]] | None = None,
+        layout: Literal["windows", "items"] = "windows",
+        train_windows: bool = False,
     ) -> None:
         super().__init__()
+        if layout not in ("windows", "items"):
+            raise ValueError(f"layout must be 'windows' or 'items', got {layout!r}")
+        if layout == "items" and user_prefix:
+            raise ValueError("the item layout has no user-prefix tokens: conditioning comes from the history")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.vocab = vocab
@@ -287,9 +352,14 @@ class SequenceDataModule(L.LightningDataModule):
         self.seed = seed
         self.max_history = max_history
         self.user_prefix = user_prefix
+        self.layout = layout
         self.samples = build_samples(splits, max_history=max_history)
         encoder = SampleEncoder(vocab, user_prefix)
-        self.datasets = {s: SequenceDataset(self.samples[s], encoder) for s in SPLITS}
+        if layout == "items":  # SFT trains on chunks; GRPO (train_windows) on one target per sample
+            self.datasets = {s: ItemSequenceDataset(self.samples[s], encoder, max_history=max_history,
+                                                    chunks=s == "train" and not train_windows) for s in SPLITS}
+        else:
+            self.datasets = {s: SequenceDataset(self.samples[s], encoder) for s in SPLITS}
         if len(self.datasets["train"]) == 0:
             raise ValueError("no training samples: every user needs at least 2 train interactions")
 
@@ -304,18 +374,22 @@ class SequenceDataModule(L.LightningDataModule):
         seed: int,
         user_prefix: Mapping[str, Sequence[int]] | None,
         eval_batch_size: int | None = 128,
+        layout: Literal["windows", "items"] = "windows",
+        train_windows: bool = False,
     ) -> SequenceDataModule:
         """The windows a model with ``sequence`` settings is trained and evaluated on; ``seed`` orders the
-        training windows. ``user_prefix`` must be given exactly when the settings use user interests."""
+        training windows. ``user_prefix`` must be given exactly when the settings use user interests.
+        ``layout`` is the model's (:func:`layout_of`)."""
         if sequence.use_user_interests and user_prefix is None:
             raise ValueError("these sequence settings use user-interest tokens, but no user_prefix was given")
         if not sequence.use_user_interests and user_prefix:
             raise ValueError("these sequence settings have use_user_interests=False, but a user_prefix was given")
         return cls(splits, vocab, max_history=sequence.max_history, batch_size=batch_size,
-                   eval_batch_size=eval_batch_size, seed=seed, user_prefix=user_prefix)
+                   eval_batch_size=eval_batch_size, seed=seed, user_prefix=user_prefix, layout=layout,
+                   train_windows=train_windows)
 
     def _collate(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return collate(rows, self.vocab.pad_id)
+        return collate_items(rows) if self.layout == "items" else collate(rows, self.vocab.pad_id)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets["train"]

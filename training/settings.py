@@ -22,6 +22,9 @@ class SequenceSettings:
         "description": "Prepend the user's interest tokens (from the training prefix) to the input"})
     interest_tokens: int = field(default=4, metadata={"description": "User interests turned into tokens"})
     interest_depth: int = field(default=2, metadata={"description": "SID levels per interest token group"})
+    history_text: bool = field(default=False, metadata={
+        "description": "arch=item_causal: feed each history item's text embedding (the one its SID was trained "
+                       "on, interest descriptors included) beside its SID, through a zero-initialised gate"})
 
     def __post_init__(self) -> None:
         if self.max_history < 1 or self.interest_tokens < 1 or self.interest_depth < 1:
@@ -33,13 +36,15 @@ class SequenceSettings:
 class GeneratorConfig:
     """Model size, optimisation and decoding settings of the generative recommender."""
 
-    arch: Literal["t5", "causal_lm_lora"] = "t5"
+    arch: Literal["t5", "item_causal", "causal_lm_lora"] = "t5"
     d_model: int = 128
     d_ff: int = 256
     num_encoder_layers: int = 2
     num_decoder_layers: int = 2
     num_heads: int = 4
     dropout: float = 0.1
+    text_dropout: float = field(default=0.1, metadata={
+        "description": "arch=item_causal with history_text: chance of dropping an item's text in training"})
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
@@ -60,8 +65,10 @@ class GeneratorConfig:
     lora_dropout: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.arch not in ("t5", "causal_lm_lora"):
-            raise ValueError(f"arch must be 't5' or 'causal_lm_lora', got {self.arch!r}")
+        if self.arch not in ("t5", "item_causal", "causal_lm_lora"):
+            raise ValueError(f"arch must be 't5', 'item_causal' or 'causal_lm_lora', got {self.arch!r}")
+        if not 0 <= self.text_dropout < 1:
+            raise ValueError(f"text_dropout must lie in [0, 1), got {self.text_dropout}")
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"lr_schedule must be 'linear' or 'constant', got {self.lr_schedule!r}")
         if self.d_model % self.num_heads:

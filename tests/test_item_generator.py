@@ -1,0 +1,160 @@
+"""The item-level generator (arch="item_causal"): every target of a sequence trained at once, conditioning
+from the window's own history only, the zero-gated history text, decoding, checkpoints."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from metrics.ranking import hit_rate_at_k
+from tests.helpers import toy_sid_frame, toy_splits
+from training.generator import GeneratorModule, load_generator, rank_loader, recommend, train_generator
+from training.item_generator import ItemCausalModel
+from training.sequence_data import SequenceDataModule, SequenceSample, item_chunks
+from training.settings import GeneratorConfig, SequenceSettings
+from training.sid_vocab import SidVocab
+
+torch.set_num_threads(1)
+
+
+def vocab() -> SidVocab:
+    return SidVocab.from_frame(toy_sid_frame())  # 8 items, 3 levels, i6/i7 collide (suffix tokens)
+
+
+def config(**kw) -> GeneratorConfig:
+    base = {"arch": "item_causal", "d_model": 32, "d_ff": 64, "num_heads": 2, "num_encoder_layers": 2,
+            "num_decoder_layers": 1, "dropout": 0.0, "lr": 1e-2, "warmup_ratio": 0.0, "batch_size": 8,
+            "beam_width": 8, "eval_top_k": 5, "patience": 1000, "seed": 3, "text_dropout": 0.0}
+    base.update(kw)
+    return GeneratorConfig(**base)
+
+
+def seq(max_history: int = 3, history_text: bool = False) -> SequenceSettings:
+    return SequenceSettings(max_history=max_history, use_user_interests=False, history_text=history_text)
+
+
+def text_matrix(n: int = 8, dim: int = 6, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+def test_item_chunks_predict_every_train_target_once():
+    assert item_chunks([10, 11, 12], 5) == [[10, 11, 12]]
+    # cap 2: chunks of 3 items overlapping by one; targets 11,12 | 13,14 | 15 — each exactly once
+    assert item_chunks([10, 11, 12, 13, 14, 15], 2) == [[10, 11, 12], [12, 13, 14], [14, 15]]
+    assert item_chunks([10, 11, 12, 13, 14], 2) == [[10, 11, 12], [12, 13, 14]]
+    assert item_chunks([10, 11], 4) == [[10, 11]]
+
+
+def test_chunk_positions_equal_their_sliding_windows():
+    """One pass over a chunk gives, at every position, exactly the prediction of that position's window."""
+    v = vocab()
+    model = ItemCausalModel(v, config(), seq(max_history=6, history_text=True), item_text=text_matrix())
+    with torch.no_grad():
+        model.text_gate.fill_(0.5)  # make the text path count
+    model.eval()
+    chunk = torch.tensor([[3, 1, 4, 0, 5]])
+    labels = model.sid_tokens[chunk[0, 1:]]
+    h = model.encode(chunk)[0, 1:-1]  # states after items 0..3
+    chunk_logits = model.head_logits(h, labels)
+    for t in range(1, 5):
+        window = model.head_logits(model.last_state(chunk[:, :t]), labels[t - 1 : t])[0]
+        torch.testing.assert_close(chunk_logits[t - 1], window, atol=1e-5, rtol=1e-5)
+
+
+def test_conditioning_ignores_the_target_and_every_later_item():
+    """A window's state (history items, their SIDs and their interest-enhanced text) is unchanged when its
+    target and everything after it change: per-window conditioning, no shortcut through the future."""
+    v = vocab()
+    model = ItemCausalModel(v, config(), seq(max_history=6, history_text=True), item_text=text_matrix())
+    with torch.no_grad():
+        model.text_gate.fill_(1.0)
+    model.eval()
+    a = torch.tensor([[2, 3, 4, 5, 6]])
+    b = torch.tensor([[2, 3, 7, 0, 1]])  # same history [2, 3]; target and later items differ
+    ha, hb = model.encode(a), model.encode(b)
+    torch.testing.assert_close(ha[:, :3], hb[:, :3])  # start + after items 2, 3
+    assert not torch.allclose(ha[:, 3], hb[:, 3])  # reading a different item does change the state
+
+
+def test_text_gate_starts_closed_and_opens_with_training(tmp_path):
+    v = vocab()
+    items = torch.tensor([[0, 1, 2]])
+    m1 = ItemCausalModel(v, config(), seq(history_text=True), item_text=text_matrix(seed=1)).eval()
+    m2 = ItemCausalModel(v, config(), seq(history_text=True), item_text=text_matrix(seed=2)).eval()
+    m2.load_state_dict({**m1.state_dict(), "item_text": m2.item_text})
+    # gate zero: different text, same predictions (the model starts as the SID-only one)
+    torch.testing.assert_close(m1.last_state(items), m2.last_state(items))
+    dm = SequenceDataModule.for_settings(toy_splits(), v, seq(history_text=True), batch_size=8, seed=0,
+                                         user_prefix=None, layout="items")
+    result = train_generator(dm, v, config(max_epochs=3), sequence=seq(history_text=True),
+                             checkpoint_dir=tmp_path, item_text=text_matrix())
+    trained = load_generator(result.last_checkpoint)
+    assert float(trained.model.text_gate.detach().abs().sum()) > 0
+    # the text travels in the checkpoint: the reloaded model reads the same matrix
+    expected = torch.as_tensor(text_matrix())
+    torch.testing.assert_close(trained.model.item_text, expected / expected.norm(dim=1, keepdim=True))
+
+
+@pytest.mark.slow  # a few seconds on 2 shared cores
+def test_overfits_toy_task_and_recommends(tmp_path):
+    v = vocab()
+    cfg = config(max_epochs=150, lr=3e-3, lr_schedule="constant", val_every_n_epochs=50, batch_size=4)
+    dm = SequenceDataModule.for_settings(toy_splits(), v, seq(), batch_size=4, seed=cfg.seed, user_prefix=None,
+                                         layout="items")
+    # every user's train prefix (6 items) is one chunk of 4 items... with the cap 3: two chunks per user
+    assert len(dm.datasets["train"]) == 4 * 2
+    result = train_generator(dm, v, cfg, sequence=seq(), checkpoint_dir=tmp_path)
+    module = load_generator(result.last_checkpoint)
+    assert module.config.arch == "item_causal" and module.sequence == seq()
+    windows = SequenceDataModule.for_settings(toy_splits(), v, seq(), batch_size=4, seed=0, user_prefix=None,
+                                              layout="items", train_windows=True)
+    ranked, targets = rank_loader(module, windows.loader("train"), top_k=5)
+    assert len(targets) == 4 * 5 and hit_rate_at_k(ranked, targets, 1) == 1.0  # every train window learnt
+    assert result.best_val_ndcg >= 0.8
+    assert all(len(set(r)) == len(r) for r in ranked.tolist())
+    recs = recommend(module, [SequenceSample("u", ("i3", "i4", "i5"), "", "test"),
+                              SequenceSample("u", ("i0", "i3", "i4", "i5", "i6"), "", "test"),
+                              SequenceSample("u", (), "", "test")], k=3)
+    assert recs[0][0] == "i6" and recs[1][0] == "i7"  # the longer history is cut to the cap (3)
+    assert len(recs[2]) == 3  # an empty history still decodes to catalogue items
+
+
+def test_beam_search_matches_brute_force_scores():
+    v = vocab()
+    model = ItemCausalModel(v, config(seed=11), seq()).eval()
+    module = GeneratorModule(v, config(seed=11), seq())
+    module.model.load_state_dict(model.state_dict())
+    items = torch.tensor([[0, 1, -1], [5, 6, 7]])
+    ranked = module.rank({"items": items}, beam_width=8, top_k=8)
+    # exhaustive: the log-probability of every item's SID + eos
+    tokens = model.sid_tokens.repeat(2, 1)
+    with torch.no_grad():
+        lp = model.token_logprobs(items, tokens, group=8)
+    scores = (lp * (tokens != 0)).sum(dim=1).view(2, 8)
+    expected = scores.argsort(dim=1, descending=True).numpy()
+    np.testing.assert_array_equal(ranked, expected)
+
+
+def test_bad_settings_are_refused():
+    v = vocab()
+    with pytest.raises(ValueError, match="use_user_interests=False"):
+        ItemCausalModel(v, config(), SequenceSettings(use_user_interests=True))
+    with pytest.raises(ValueError, match="item_text"):
+        ItemCausalModel(v, config(), seq(history_text=True))
+    with pytest.raises(ValueError, match=r"n_items=8"):
+        ItemCausalModel(v, config(), seq(history_text=True), item_text=np.zeros((5, 4)))
+    with pytest.raises(ValueError, match="history_text=True is read by arch='item_causal' only"):
+        GeneratorModule(v, config(arch="t5"), seq(history_text=True))
+    with pytest.raises(ValueError, match="text_dropout"):
+        config(text_dropout=1.0)
+    model = ItemCausalModel(v, config(), seq(max_history=2))
+    with pytest.raises(ValueError, match="exceed the model's 3 positions"):
+        model.encode(torch.tensor([[0, 1, 2, 3]]))
+    dm = SequenceDataModule(toy_splits(), v, batch_size=4, max_history=3)  # the T5 windows layout
+    with pytest.raises(ValueError, match="layout"):
+        train_generator(dm, v, config(), sequence=seq(), checkpoint_dir="/nonexistent")
+    with pytest.raises(ValueError, match="no user-prefix"):
+        SequenceDataModule(toy_splits(), v, batch_size=4, layout="items", user_prefix={"u0": [9]})
