@@ -18,6 +18,7 @@ from digr_dagster import settings
 from digr_dagster.config_models import dagster_config
 from digr_dagster.resources.warehouse import Warehouse
 from ingestion.sources import (
+    InteractionCounts,
     SourceSpec,
     describe_source_files,
     iter_interaction_chunks,
@@ -107,9 +108,10 @@ def ingest_source(context: dg.AssetExecutionContext, config: SourceConfig, wareh
         if failed:
             raise ContractViolation(failed[0])
 
+    read = InteractionCounts()
     try:
         counts = warehouse.replace(
-            {"items": iter_item_chunks(spec), "raw_interactions": iter_interaction_chunks(spec)},
+            {"items": iter_item_chunks(spec), "raw_interactions": iter_interaction_chunks(spec, counts=read)},
             validate=validate,
         )
     except ContractViolation as exc:
@@ -134,7 +136,9 @@ def ingest_source(context: dg.AssetExecutionContext, config: SourceConfig, wareh
     )
     yield dg.MaterializeResult(
         asset_key="raw_interactions",
-        metadata={**common, "dagster/row_count": counts["raw_interactions"], "users": int(n_users)},
+        metadata={**common, "dagster/row_count": counts["raw_interactions"], "users": int(n_users),
+                  "rows_read": read.read, "min_rating_dropped": read.dropped,
+                  "rating_filter": dg.MetadataValue.json(read.to_metadata())},
     )
     for key, result in results.items():
         yield _check_result(key, result)
@@ -151,10 +155,13 @@ def ingest_source(context: dg.AssetExecutionContext, config: SourceConfig, wareh
 )
 def interaction_splits(context: dg.AssetExecutionContext, config: SplitConfig, warehouse: Warehouse):
     with warehouse.connect() as con:
-        raw = con.execute("SELECT * FROM raw_interactions").df()
+        # rowid is the order the loader streamed the rows in: the split breaks timestamp ties by it
+        raw = con.execute("SELECT * FROM raw_interactions ORDER BY rowid").df()
         items = con.execute("SELECT * FROM items").df()
     split = config.build(SplitSettings)
-    splits, stats = split_interactions(raw, split, known_items=items["item_id"])
+    splits, stats = split_interactions(raw, split, known_items=items["item_id"], warn=False)
+    if stats.tie_warning:
+        context.log.warning(stats.tie_warning)
     holder: dict[str, object] = {}
 
     def validate(con, staged) -> None:
@@ -183,6 +190,8 @@ def interaction_splits(context: dg.AssetExecutionContext, config: SplitConfig, w
             "kcore_rounds": stats.kcore_rounds,
             "duplicates_removed": stats.duplicates_removed,
             "kcore_removed": stats.kcore_removed,
+            "tied_valid_test_share": float(round(stats.tied_valid_test_share, 6)),
+            "tied_train_valid_share": float(round(stats.tied_train_valid_share, 6)),
             # models key their resumable checkpoints on this: a new split never resumes an old model
             "content_hash": frame_hash(splits.sort_values(["user_id", "position"])[["user_id", "item_id", "split"]]),
             "rows_per_split": dg.MetadataValue.json({k: int(v) for k, v in per_split.items()}),

@@ -23,7 +23,7 @@ row: its history and item). Users come in the order they first appear in the tes
 
 These files carry no time, so the timestamp is synthetic and only keeps the order:
 ``SYNTHETIC_EPOCH + position * SYNTHETIC_STEP`` (position 0-based within the user's sequence; one day
-apart). Timestamps never tie within a user, so the published order is the order (the split's item-id
+apart). Timestamps never tie within a user, so the published order is the order (the split's source-order
 tie-break never applies) and a repeated item is a separate interaction. Ratings are NaN (implicit
 feedback).
 
@@ -120,6 +120,14 @@ def iter_recbole_interactions(files: RecBoleFiles, chunk_rows: int = 200_000) ->
     rows = _iter_plain_interactions(files.inter["all"]) if "all" in files.inter else _iter_split_interactions(files)
     # an empty result names the interactions file (the test split's, in the UniSRec layout)
     yield from require_rows(_chunked(rows, INTERACTION_COLUMNS, chunk_rows), next(iter(files.inter.values())))
+
+
+def recbole_has_ratings(files: RecBoleFiles) -> bool:
+    """Whether the interactions carry ratings: the plain layout's header has a ``rating`` column (UniSRec: never)."""
+    if "all" not in files.inter:
+        return False
+    path = files.inter["all"]
+    return "rating" in _header(path, _non_blank(path), ("user_id", "item_id"), optional=("rating",))
 
 
 def iter_recbole_items(files: RecBoleFiles, chunk_rows: int = 50_000) -> Iterator[pd.DataFrame]:

@@ -10,8 +10,9 @@ with the loader's ``suffixes``.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +21,7 @@ import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ingestion.errors import IngestionError
-from ingestion.loaders import SourceLoader, loader_for, registered_kinds
+from ingestion.loaders import SourceLoader, loader_for, no_ratings_error, registered_kinds
 from ingestion.tabular import TimestampFormat
 
 
@@ -33,6 +34,16 @@ def _registered_kind(kind: str) -> str:
 SourceKind = Annotated[str, AfterValidator(_registered_kind)]
 
 
+def _rating_threshold(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"min_rating must be a finite rating >= 0, or None to keep every row; got {value!r}")
+    return value
+
+
+#: a rating threshold: finite and >= 0, or None (keep every row)
+MinRating = Annotated[float | None, AfterValidator(_rating_threshold)]
+
+
 class SourceSpec(BaseModel):
     """Where the data is and how to read it.
 
@@ -42,6 +53,13 @@ class SourceSpec(BaseModel):
     theirs in ``interaction_columns`` and ``item_columns`` (items). Demo sources are generated into
     ``path`` from ``seed`` / ``n_users`` when the files are absent or were made with other parameters.
     Each kind's loader checks the fields it needs when the spec is built.
+
+    ``min_rating`` turns explicit feedback into implicit: rows rated below it (and unrated rows) are dropped
+    before they reach the warehouse, so before the split. Its default, None, keeps every row for every kind:
+    Amazon reviews are conventionally all kept, and sequential benchmarks on MovieLens (SASRec, BERT4Rec,
+    RecBole) count every rating too; ``4`` is the collaborative-filtering "liked" convention for MovieLens.
+    A source without ratings refuses it (tabular without a rating column when the spec is built; RecBole's
+    UniSRec layout, or any source whose rows all lack a rating, when read).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -65,6 +83,9 @@ class SourceSpec(BaseModel):
         None, ge=2, description="demo: first N of the 25 hidden motivations (smaller catalogue)")
     max_bad_lines: int = Field(
         0, ge=0, description="Skip (and count) up to this many malformed lines; 0 = fail on the first")
+    min_rating: MinRating = Field(
+        None, description="Keep only interactions rated >= this (e.g. 4 on MovieLens); unrated rows are dropped "
+                          "too, and a source without ratings is an error. None keeps every row.")
 
     @model_validator(mode="after")
     def _loader_accepts(self) -> SourceSpec:
@@ -144,9 +165,57 @@ def describe_source_files(source: SourceSpec) -> SourceFiles:
     return SourceFiles.of(source.kind, source_files(source))
 
 
-def iter_interaction_chunks(source: SourceSpec, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
-    """Stream the source's interactions as canonical frames of at most ``chunk_rows`` rows."""
-    yield from source.loader.interactions(source, chunk_rows)
+@dataclass
+class InteractionCounts:
+    """What :func:`iter_interaction_chunks` read and kept; filled as the chunks stream (final once exhausted)."""
+
+    min_rating: float | None = None
+    read: int = 0
+    kept: int = 0
+    below_min_rating: int = 0  # rated below ``min_rating``: dropped
+    unrated_dropped: int = 0  # no rating while ``min_rating`` is set: dropped
+
+    @property
+    def dropped(self) -> int:
+        return self.below_min_rating + self.unrated_dropped
+
+    def to_metadata(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def iter_interaction_chunks(source: SourceSpec, chunk_rows: int = 200_000,
+                            counts: InteractionCounts | None = None) -> Iterator[pd.DataFrame]:
+    """Stream the source's interactions as canonical frames of at most ``chunk_rows`` rows, in source order.
+
+    With ``source.min_rating`` set, rows rated below it or unrated are dropped; ``counts`` (when given) is
+    filled with what was read, kept and dropped. A threshold that keeps no row, or a source that turns
+    out to have no rating at all, is a ``ValueError`` naming ``min_rating`` once the stream ends.
+    """
+    counts = counts if counts is not None else InteractionCounts()
+    counts.min_rating = source.min_rating
+    threshold = source.min_rating
+    max_rating = -math.inf
+    for chunk in source.loader.interactions(source, chunk_rows):
+        counts.read += len(chunk)
+        if threshold is None:
+            counts.kept += len(chunk)
+            yield chunk
+            continue
+        rating = chunk["rating"]
+        unrated = rating.isna()
+        keep = (rating >= threshold).to_numpy()  # NaN compares False: unrated rows go too
+        counts.unrated_dropped += int(unrated.sum())
+        counts.below_min_rating += int((~keep).sum()) - int(unrated.sum())
+        counts.kept += int(keep.sum())
+        if not unrated.all():
+            max_rating = max(max_rating, float(rating.max()))
+        if keep.any():
+            yield chunk[keep].reset_index(drop=True)
+    if threshold is not None and counts.read and not counts.kept:
+        if counts.unrated_dropped == counts.read:
+            raise no_ratings_error(source, f"none of its {counts.read} rows has a rating")
+        raise ValueError(f"`min_rating` = {threshold:g} keeps none of the {counts.read} interactions "
+                         f"(the highest rating is {max_rating:g}); lower it or leave it unset")
 
 
 def iter_item_chunks(source: SourceSpec, chunk_rows: int = 50_000) -> Iterator[pd.DataFrame]:
@@ -154,5 +223,5 @@ def iter_item_chunks(source: SourceSpec, chunk_rows: int = 50_000) -> Iterator[p
     yield from source.loader.items(source, chunk_rows)
 
 
-__all__ = ["SourceFile", "SourceFiles", "SourceKind", "SourceSpec", "describe_source_files", "iter_interaction_chunks",
-           "iter_item_chunks", "registered_kinds", "source_files"]
+__all__ = ["InteractionCounts", "MinRating", "SourceFile", "SourceFiles", "SourceKind", "SourceSpec",
+           "describe_source_files", "iter_interaction_chunks", "iter_item_chunks", "registered_kinds", "source_files"]

@@ -6,18 +6,32 @@ and scales to millions of interactions.
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import duckdb
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 SPLIT_COLUMNS = ["user_id", "item_id", "timestamp", "rating", "position", "split"]
 
 
 Dedup = Literal["user_item", "event"]
+#: the optional input column that breaks timestamp ties; without it the frame's row order does
+SOURCE_ORDER = "source_order"
+
+
+class TimestampTieWarning(UserWarning):
+    """Many users' valid and test items share a timestamp, so their order is the source's row order."""
+
+
+def _share(value: float) -> float:
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise ValueError(f"tie_warning_share must be a share in [0, 1], got {value!r}")
+    return value
 
 
 class SplitSettings(BaseModel):
@@ -28,6 +42,9 @@ class SplitSettings(BaseModel):
     k_core: int = Field(5, ge=1, description="Iterative k-core on users and items.")
     dedup: Dedup = Field("user_item", description="user_item: keep each user's first interaction with an item; "
                                                   "event: drop only exact repeats of (user, item, timestamp).")
+    tie_warning_share: Annotated[float, AfterValidator(_share)] = Field(
+        0.05, description="Warn when more than this share of users have valid and test items with the same "
+                          "timestamp (their order then comes from the source's row order, not from time).")
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,12 @@ class SplitStats:
     interactions: int
     density: float
     seq_len_quantiles: dict[str, float]
+    #: share of users whose valid and test items have the same timestamp (ordered by source row only)
+    tied_valid_test_share: float = 0.0
+    #: share of users whose last train item and valid item have the same timestamp
+    tied_train_valid_share: float = 0.0
+    #: the warning text when ``tied_valid_test_share`` is above ``tie_warning_share``, else None
+    tie_warning: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +80,7 @@ def split_interactions(
     dedup: Dedup | None = None,
     known_items: pd.Series | None = None,
     max_kcore_rounds: int = 100,
+    warn: bool = True,
 ) -> tuple[pd.DataFrame, SplitStats]:
     """Filter and split interactions per user, chronologically, leave-one-out.
 
@@ -67,9 +91,14 @@ def split_interactions(
       repeats of (user, item, timestamp).
     - iterative k-core: users and items with fewer than ``k_core`` interactions are removed until
       none remain (removing items can push users under ``k``, and back again).
-    - order: timestamp, ties broken by item_id (Amazon 2018 timestamps have day resolution).
+    - order: timestamp, ties broken by source order: the ``source_order`` column when present, else the
+      frame's row order (Amazon 2018 timestamps have day resolution; MovieLens has many same-second
+      ratings). Never by item id: "b10" < "b9" as text says nothing about which came first.
     - split: per user, ``test`` = last, ``valid`` = second to last, ``train`` = the rest. Users left
       with fewer than 3 interactions (only possible when ``k_core < 3``) are dropped.
+    - ties: the stats report the share of users whose valid and test (and last train and valid) items share
+      a timestamp; above ``settings.tie_warning_share`` a :class:`TimestampTieWarning` is issued (with
+      ``warn=True``) and its text is ``stats.tie_warning`` either way.
     """
     overrides = {name: value for name, value in (("k_core", k_core), ("dedup", dedup)) if value is not None}
     settings = SplitSettings(**{**(settings or SplitSettings()).model_dump(), **overrides})  # validates
@@ -79,20 +108,24 @@ def split_interactions(
     if missing:
         raise KeyError(f"interactions lack columns {sorted(missing)}")
 
+    src = interactions[["user_id", "item_id", "timestamp", "rating"]].reset_index(drop=True)
+    src[SOURCE_ORDER] = (interactions[SOURCE_ORDER].to_numpy() if SOURCE_ORDER in interactions.columns
+                         else np.arange(len(interactions), dtype="int64"))
     con = duckdb.connect(":memory:")
     try:
-        con.register("src", interactions[["user_id", "item_id", "timestamp", "rating"]])
+        con.register("src", src)
         n_in = len(interactions)
         if dedup == "user_item":
             con.execute(
-                """CREATE TABLE t AS SELECT user_id, item_id, timestamp, rating FROM (
+                f"""CREATE TABLE t AS SELECT user_id, item_id, timestamp, rating, {SOURCE_ORDER} FROM (
                      SELECT *, row_number() OVER (PARTITION BY user_id, item_id
-                                                  ORDER BY timestamp, rating DESC NULLS LAST) AS rn
+                                                  ORDER BY timestamp, rating DESC NULLS LAST, {SOURCE_ORDER}) AS rn
                      FROM src) WHERE rn = 1"""
             )
         elif dedup == "event":
             con.execute(
-                """CREATE TABLE t AS SELECT user_id, item_id, timestamp, max(rating) AS rating
+                f"""CREATE TABLE t AS SELECT user_id, item_id, timestamp, max(rating) AS rating,
+                          min({SOURCE_ORDER}) AS {SOURCE_ORDER}
                    FROM src GROUP BY user_id, item_id, timestamp"""
             )
         else:
@@ -128,12 +161,12 @@ def split_interactions(
             )
 
         out = con.execute(
-            """SELECT user_id, item_id, timestamp, rating,
+            f"""SELECT user_id, item_id, timestamp, rating,
                       (row_number() OVER w - 1)::BIGINT AS position,
-                      CASE row_number() OVER (PARTITION BY user_id ORDER BY timestamp DESC, item_id DESC)
+                      CASE row_number() OVER (PARTITION BY user_id ORDER BY timestamp DESC, {SOURCE_ORDER} DESC)
                            WHEN 1 THEN 'test' WHEN 2 THEN 'valid' ELSE 'train' END AS split
                FROM t
-               WINDOW w AS (PARTITION BY user_id ORDER BY timestamp, item_id)
+               WINDOW w AS (PARTITION BY user_id ORDER BY timestamp, {SOURCE_ORDER})
                ORDER BY user_id, position"""
         ).df()
     finally:
@@ -154,6 +187,14 @@ def split_interactions(
     quantiles["min"] = float(lengths.min())
     quantiles["max"] = float(lengths.max())
     quantiles["mean"] = float(lengths.mean())
+    tied_valid_test, tied_train_valid = tie_shares(out)
+    tie_warning = None
+    if tied_valid_test > settings.tie_warning_share:
+        tie_warning = (f"{tied_valid_test:.1%} of users have valid and test items with the same timestamp "
+                       f"(above tie_warning_share={settings.tie_warning_share:g}): their order is the source's "
+                       "row order, not time; coarse timestamps make the split partly arbitrary")
+        if warn:
+            warnings.warn(tie_warning, TimestampTieWarning, stacklevel=2)
     stats = SplitStats(
         input_interactions=n_in,
         duplicates_removed=n_in - n_dedup,
@@ -165,8 +206,23 @@ def split_interactions(
         interactions=len(out),
         density=len(out) / (n_users * n_items),
         seq_len_quantiles=quantiles,
+        tied_valid_test_share=tied_valid_test,
+        tied_train_valid_share=tied_train_valid,
+        tie_warning=tie_warning,
     )
     return out[SPLIT_COLUMNS], stats
+
+
+def tie_shares(splits: pd.DataFrame) -> tuple[float, float]:
+    """Shares of users whose (valid, test) and (last train, valid) items have the same timestamp.
+
+    ``splits`` has one row per interaction with ``user_id``, ``timestamp`` and ``split``; every user has
+    one valid and one test row and at least one train row."""
+    if splits.empty:
+        return 0.0, 0.0
+    by_split = splits.groupby(["user_id", "split"], sort=False)["timestamp"].max().unstack("split")
+    valid, test, train = by_split["valid"], by_split["test"], by_split["train"]  # train: its latest row
+    return float((valid == test).mean()), float((train == valid).mean())
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:

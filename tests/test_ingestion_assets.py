@@ -54,7 +54,8 @@ def test_demo_ingestion_and_split(instance, digr_env):
         ("items", "data_contract"), ("raw_interactions", "data_contract"), ("interaction_splits", "data_contract")}
     md = result.asset_materializations_for_node("interaction_splits")[0].metadata
     assert md["users"].value > 100 and md["k_core"].value == 5 and md["dedup"].value == "user_item"
-    assert md["split_settings"].value == {"k_core": 5, "dedup": "user_item"} and "max_history" not in md
+    assert md["split_settings"].value == {"k_core": 5, "dedup": "user_item", "tie_warning_share": 0.05}
+    assert "max_history" not in md and 0 <= md["tied_valid_test_share"].value <= 1
     assert set(md["rows_per_split"].value) == {"train", "valid", "test"}
     assert md["rows_per_split"].value["test"] == md["users"].value
     assert 0 < md["density"].value < 1
@@ -148,7 +149,7 @@ def test_split_settings_have_no_history_cap():
     from assets.ingestion import SplitConfig
     from ingestion.splits import SplitSettings
 
-    assert set(SplitConfig.model_fields) == set(SplitSettings.model_fields) == {"k_core", "dedup"}
+    assert set(SplitConfig.model_fields) == set(SplitSettings.model_fields) == {"k_core", "dedup", "tie_warning_share"}
 
 
 @pytest.mark.parametrize(("op", "config", "key"), [

@@ -12,16 +12,16 @@ def frame(rows):
         {"user_id": "string", "item_id": "string", "timestamp": "int64", "rating": "float64"})
 
 
-def test_leave_one_out_is_chronological_with_item_tiebreak():
+def test_leave_one_out_is_chronological_with_source_order_tiebreak():
     df = frame([
         ("u1", "c", 30, 5), ("u1", "a", 10, 4), ("u1", "b", 20, 3), ("u1", "d", 40, 2),
-        ("u2", "b", 5, 1), ("u2", "a", 5, 1), ("u2", "c", 7, 1),  # a and b tie at t=5 → a first
+        ("u2", "b", 5, 1), ("u2", "a", 5, 1), ("u2", "c", 7, 1),  # b and a tie at t=5 → b (listed first) first
     ])
     out, stats = split_interactions(df, k_core=1)
     got = {u: list(zip(g["item_id"], g["split"], g["position"], strict=True))
            for u, g in out.groupby("user_id")}
     assert got["u1"] == [("a", "train", 0), ("b", "train", 1), ("c", "valid", 2), ("d", "test", 3)]
-    assert got["u2"] == [("a", "train", 0), ("b", "valid", 1), ("c", "test", 2)]
+    assert got["u2"] == [("b", "train", 0), ("a", "valid", 1), ("c", "test", 2)]
     assert stats.users == 2 and stats.items == 4 and stats.interactions == 7
     assert stats.density == pytest.approx(7 / 8)
 
@@ -78,7 +78,7 @@ def test_missing_columns_named():
 
 
 def test_split_settings_are_the_one_definition_and_refuse_bad_values():
-    assert SplitSettings() == SplitSettings(k_core=5, dedup="user_item")
+    assert SplitSettings() == SplitSettings(k_core=5, dedup="user_item", tie_warning_share=0.05)
     df = frame([("u", "a", 1, 5), ("u", "a", 2, 5), ("u", "b", 3, 5), ("u", "c", 4, 5)])
     by_settings, _ = split_interactions(df, SplitSettings(k_core=1, dedup="event"))
     by_keywords, _ = split_interactions(df, k_core=1, dedup="event")

@@ -52,6 +52,14 @@ class SourceLoader(ABC):
         """Raise ``ValueError`` naming what the spec lacks for this loader (runs when a spec is built)."""
         if not spec.path:
             raise ValueError(f"source kind {self.kind!r} needs `path`: the folder with its files")
+        if spec.min_rating is not None and self.has_ratings(spec) is False:
+            raise no_ratings_error(spec, "its rows carry no rating")
+
+    def has_ratings(self, spec: SourceSpec) -> bool | None:
+        """Whether this source's interactions carry explicit ratings, from the spec alone (no file reads):
+        ``None`` when only the files can tell; ``iter_interaction_chunks`` then refuses a ``min_rating``
+        once it has read a source without any rated row."""
+        return None
 
     @abstractmethod
     def files(self, spec: SourceSpec) -> list[Path]:
@@ -131,10 +139,16 @@ def bad_line_handler(spec: SourceSpec) -> BadLineHandler | None:
     return BadLineBudget(spec.max_bad_lines) if spec.max_bad_lines else None
 
 
+def no_ratings_error(spec: SourceSpec, why: str) -> ValueError:
+    """The error for a ``min_rating`` set on a source without ratings (names the setting)."""
+    return ValueError(f"`min_rating` = {spec.min_rating:g} filters on ratings, but this {spec.kind!r} source "
+                      f"has none ({why}); leave min_rating unset (None) for implicit feedback")
+
+
 def _qualname(loader: SourceLoader) -> str:
     cls = type(loader)
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-__all__ = ["SourceLoader", "UnknownSourceKind", "bad_line_handler", "discover", "loader_for", "register_loader",
-           "registered_kinds", "unregister_loader"]
+__all__ = ["SourceLoader", "UnknownSourceKind", "bad_line_handler", "discover", "loader_for", "no_ratings_error",
+           "register_loader", "registered_kinds", "unregister_loader"]

@@ -30,6 +30,9 @@ class AmazonLoader(SourceLoader):
     def amazon_files(self, spec: SourceSpec) -> AmazonFiles:
         return find_amazon_files(Path(spec.path), spec.dataset, self.version)
 
+    def has_ratings(self, spec: SourceSpec) -> bool:
+        return True  # every review has its 1-5 star rating (a review without one is a bad line)
+
     def files(self, spec: SourceSpec) -> list[Path]:
         found = self.amazon_files(spec)
         return [found.reviews, found.meta]

@@ -9,8 +9,14 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ingestion.loaders import SourceLoader, register_loader
-from ingestion.recbole import RecBoleFiles, find_recbole_files, iter_recbole_interactions, iter_recbole_items
+from ingestion.loaders import SourceLoader, no_ratings_error, register_loader
+from ingestion.recbole import (
+    RecBoleFiles,
+    find_recbole_files,
+    iter_recbole_interactions,
+    iter_recbole_items,
+    recbole_has_ratings,
+)
 
 if TYPE_CHECKING:
     from ingestion.sources import SourceSpec
@@ -35,7 +41,12 @@ class RecBoleLoader(SourceLoader):
         return self.recbole_files(spec).all()
 
     def interactions(self, spec: SourceSpec, chunk_rows: int) -> Iterator[pd.DataFrame]:
-        yield from iter_recbole_interactions(self.recbole_files(spec), chunk_rows)
+        files = self.recbole_files(spec)
+        # only the files tell (UniSRec: never; plain: a rating column), so refuse before streaming them
+        if spec.min_rating is not None and not recbole_has_ratings(files):
+            raise no_ratings_error(spec, "the UniSRec layout has no rating" if "all" not in files.inter
+                                   else f"{files.inter['all'].name} has no rating column")
+        yield from iter_recbole_interactions(files, chunk_rows)
 
     def items(self, spec: SourceSpec, chunk_rows: int) -> Iterator[pd.DataFrame]:
         yield from iter_recbole_items(self.recbole_files(spec), chunk_rows)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ingestion.errors import IngestionError
-from ingestion.loaders import SourceLoader, bad_line_handler, register_loader
+from ingestion.loaders import SourceLoader, bad_line_handler, no_ratings_error, register_loader
 from ingestion.tabular import iter_tabular_interactions, iter_tabular_items
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ class TabularLoader(SourceLoader):
     suffixes = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz", ".parquet", ".pq")
 
     def check(self, spec: SourceSpec) -> None:
+        if spec.min_rating is not None and not self.has_ratings(spec):  # the reason is the mapping
+            raise no_ratings_error(spec, "`interaction_columns` maps no `rating` column")
         super().check(spec)
         missing = [name for name in ("interactions_file", "items_file") if not getattr(spec, name)]
         if missing:
@@ -34,6 +36,9 @@ class TabularLoader(SourceLoader):
             raise ValueError("a tabular source needs `interaction_columns` mapping at least user_id and item_id")
         if "item_id" not in spec.item_columns:
             raise ValueError("a tabular source needs `item_columns` mapping at least item_id")
+
+    def has_ratings(self, spec: SourceSpec) -> bool:
+        return "rating" in spec.interaction_columns
 
     def files(self, spec: SourceSpec) -> list[Path]:
         assert spec.interactions_file is not None and spec.items_file is not None  # checked by check()
