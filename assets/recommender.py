@@ -69,17 +69,21 @@ def train_sft(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence:
     training windows."""
     from evaluation.baselines import evaluate_popularity
     from training.generator import load_generator, train_generator
-    from training.sequence_data import SequenceDataModule, user_interest_tokens
+    from training.item_generator import item_text_matrix
+    from training.sequence_data import SequenceDataModule, layout_of, user_interest_tokens
 
     vocab, _ = load_vocab(warehouse, sids, context)
     prefix = None
     if sequence.use_user_interests:
         prefix = user_interest_tokens(warehouse.read("user_interests"), warehouse.read(embeddings), vocab,
                                       text_encoder.get().encode, sequence)
+    # the history items' text: the embeddings the SIDs were trained on (interest descriptors included)
+    item_text = item_text_matrix(warehouse.read(embeddings), vocab) if sequence.history_text else None
     splits = warehouse.read("interaction_splits", order_by="user_id, position")
     dm = SequenceDataModule.for_settings(splits, vocab, sequence, batch_size=gen.batch_size, seed=gen.seed,
-                                         user_prefix=prefix)
-    inputs = ["interaction_splits", sids] + (["user_interests"] if sequence.use_user_interests else [])
+                                         user_prefix=prefix, layout=layout_of(gen.arch))
+    inputs = (["interaction_splits", sids] + (["user_interests"] if sequence.use_user_interests else [])
+              + ([embeddings] if sequence.history_text else []))
     upstream = _content_hashes(context, *inputs)
     trained_with = {"generator": to_mapping(gen), "sequence": to_mapping(sequence)}
     # same inputs + settings → same folder, so a killed run resumes from its last checkpoint
@@ -88,7 +92,7 @@ def train_sft(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence:
               "sids": sids}
     with mlflow_tracking.asset_run(context, params=params) as run:
         result = train_generator(dm, vocab, gen, sequence=sequence, checkpoint_dir=ckpt_dir, resume=True,
-                                 logger=lightning_logger(run, mlflow_tracking.experiment_name))
+                                 logger=lightning_logger(run, mlflow_tracking.experiment_name), item_text=item_text)
         best = load_generator(result.best_checkpoint)
         (valid, valid_ranks), (test, test_ranks) = (evaluate_with_ranks(best, dm, s) for s in ("valid", "test"))
         warehouse.replace({ranks_table(context): pd.concat([valid_ranks, test_ranks], ignore_index=True)})
@@ -203,8 +207,10 @@ def train_grpo_stage(context: dg.AssetExecutionContext, grpo_config: GRPOConfig,
     sft = load_generator(sft_path)
     vocab, sequence = sft.vocab, sft.sequence
     splits = warehouse.read("interaction_splits", order_by="user_id, position")
+    # GRPO samples a group per training window, whatever layout SFT trained on
     dm = SequenceDataModule.for_settings(splits, vocab, sequence, batch_size=grpo_config.batch_size,
-                                         seed=grpo_config.seed, user_prefix=stored_user_prefix(warehouse, sequence))
+                                         seed=grpo_config.seed, user_prefix=stored_user_prefix(warehouse, sequence),
+                                         layout=sft.layout, train_windows=True)
     quality = warehouse.read("item_quality")
     q = dict(zip(quality["item_id"].astype(str), quality["q"].astype(float), strict=True))
     ckpt_dir = (settings.checkpoints_dir() / context.asset_key.to_user_string()

@@ -163,7 +163,7 @@ def test_grpo_bad_input(weak_sft, tmp_path):
     other = SidVocab.from_sids(["a", "b"], [(0, 0), (0, 1)])
     with pytest.raises(ValueError, match="different SID vocabulary"):
         train_grpo(sft.last_checkpoint, dm, other, {}, GRPOConfig(), checkpoint_dir=tmp_path)
-    with pytest.raises(NotImplementedError, match="t5"):
+    with pytest.raises(NotImplementedError, match="item_causal"):
         GRPOModule(vocab, GeneratorConfig(arch="causal_lm_lora", lora_r=0), GRPOConfig(), {})
 
 

@@ -158,3 +158,30 @@ def test_bad_settings_are_refused():
         train_generator(dm, v, config(), sequence=seq(), checkpoint_dir="/nonexistent")
     with pytest.raises(ValueError, match="no user-prefix"):
         SequenceDataModule(toy_splits(), v, batch_size=4, layout="items", user_prefix={"u0": [9]})
+
+
+def test_grpo_trains_the_item_model_on_windows(tmp_path):
+    """GRPO samples groups from the item model's head and updates it; the checkpoint keeps the history text."""
+    from training.grpo import GRPOConfig, train_grpo
+
+    v = vocab()
+    sequence = seq(history_text=True)
+    chunks = SequenceDataModule.for_settings(toy_splits(), v, sequence, batch_size=4, seed=0, user_prefix=None,
+                                             layout="items")
+    sft = train_generator(chunks, v, config(max_epochs=4), sequence=sequence, checkpoint_dir=tmp_path / "sft",
+                          item_text=text_matrix())
+    windows = SequenceDataModule.for_settings(toy_splits(), v, sequence, batch_size=4, seed=0, user_prefix=None,
+                                              layout="items", train_windows=True)
+    quality = {f"i{k}": k / 8 for k in range(8)}
+    cfg = GRPOConfig(group_size=4, lr=1e-3, max_epochs=2, updates_per_batch=1, seed=0)
+    result = train_grpo(sft.last_checkpoint, windows, v, quality, cfg, checkpoint_dir=tmp_path / "grpo")
+    assert len(result.history) == 2 and result.kept in ("sft", "grpo")
+    policy = load_generator(result.grpo_checkpoint)
+    before = load_generator(sft.last_checkpoint)
+    assert policy.config.arch == "item_causal" and policy.sequence.history_text
+    torch.testing.assert_close(policy.model.item_text, before.model.item_text)
+    changed = [n for n, p in policy.model.named_parameters()
+               if not torch.equal(p, dict(before.model.named_parameters())[n])]
+    assert changed  # the policy moved
+    again = train_grpo(sft.last_checkpoint, windows, v, quality, cfg, checkpoint_dir=tmp_path / "again")
+    assert again.history == result.history  # seeded sampling: reproducible

@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from config_schema import from_mapping, to_mapping
-from training.constrained_decoding import constrained_sample
+from training.constrained_decoding import constrained_sample, decoder_sample
 from training.generator import (
     GeneratorConfig,
     GeneratorModule,
@@ -78,10 +78,20 @@ def sample_rewards(
 
     Returns tokens [B, G, T], item indices [B, G] and the reward breakdown [B, G].
     """
-    res = constrained_sample(
-        module.model, batch["input_ids"], batch["attention_mask"], module.trie, module.vocab,
-        num_samples=config.group_size, temperature=config.temperature, generator=generator,
-    )
+    if module.config.arch == "item_causal":
+        was_training = module.model.training
+        module.model.eval()
+        try:
+            res = decoder_sample(module.model.decoder(batch["items"]), len(batch["items"]), module.trie,
+                                 module.vocab, num_samples=config.group_size, temperature=config.temperature,
+                                 generator=generator, device=batch["items"].device)
+        finally:
+            module.model.train(was_training)
+    else:
+        res = constrained_sample(
+            module.model, batch["input_ids"], batch["attention_mask"], module.trie, module.vocab,
+            num_samples=config.group_size, temperature=config.temperature, generator=generator,
+        )
     tokens = torch.as_tensor(res.tokens).long()
     items = torch.as_tensor(res.item_index).long()
     target_tokens = batch["labels"].masked_fill(batch["labels"] == LABEL_PAD, module.vocab.pad_id)
@@ -103,10 +113,11 @@ class GRPOModule(GeneratorModule):
         grpo: GRPOConfig | dict,
         item_quality: dict[str, float] | list[float],
         sequence: SequenceSettings | dict | None = None,
+        text_dim: int | None = None,
     ) -> None:
-        super().__init__(vocab, config, sequence)
-        if self.config.arch != "t5":
-            raise NotImplementedError("GRPO is implemented for the T5 generator (arch='t5') only")
+        super().__init__(vocab, config, sequence, text_dim=text_dim)
+        if self.config.arch not in ("t5", "item_causal"):
+            raise NotImplementedError("GRPO is implemented for arch='t5' and arch='item_causal' only")
         self.grpo = grpo if isinstance(grpo, GRPOConfig) else from_mapping(GRPOConfig, grpo, where="checkpoint grpo")
         self.register_buffer("item_quality", quality_vector(self.vocab, item_quality))
         self.save_hyperparameters(
@@ -116,6 +127,7 @@ class GRPOModule(GeneratorModule):
                 "sequence": to_mapping(self.sequence),
                 "grpo": to_mapping(self.grpo),
                 "item_quality": self.item_quality.tolist(),
+                "text_dim": text_dim,
             },
             logger=False,
         )
@@ -129,7 +141,7 @@ class GRPOModule(GeneratorModule):
     ) -> GRPOModule:
         """Policy and frozen reference both initialised from an SFT checkpoint (vocab and config too)."""
         sft = load_generator(sft_checkpoint)
-        module = cls(sft.vocab, sft.config, grpo, item_quality, sft.sequence)
+        module = cls(sft.vocab, sft.config, grpo, item_quality, sft.sequence, text_dim=sft.text_dim)
         module.load_policy(sft.model.state_dict())
         return module
 
@@ -158,21 +170,15 @@ class GRPOModule(GeneratorModule):
         r = rewards.total
         adv = ((r - r.mean(dim=1, keepdim=True)) / (r.std(dim=1, keepdim=True) + self.grpo.adv_eps)).reshape(-1)
         flat = tokens.reshape(b * g, t)
-        enc_mask = batch["attention_mask"].repeat_interleave(g, dim=0)
-        pad = self.vocab.pad_id
-
         with torch.no_grad():
-            enc_ref = self.reference.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            ref_lp, mask = sequence_token_logprobs(
-                self.reference, enc_ref.last_hidden_state.repeat_interleave(g, dim=0), enc_mask, flat, pad
-            )
+            ref_lp, mask = self._group_logprobs(self.reference, batch, flat, g)
         maskf = mask.float()
         n_tok = maskf.sum(dim=1).clamp(min=1)
         opt = self.optimizers()
         stats: dict[str, float] = {}
         old_lp: torch.Tensor | None = None
         for _ in range(self.grpo.updates_per_batch):
-            new_lp, _ = self._policy_logprobs(batch, enc_mask, flat, g)
+            new_lp, _ = self._group_logprobs(self.model, batch, flat, g)
             if old_lp is None:  # the weights that sampled the group: no extra forward needed
                 old_lp = new_lp.detach()
             ratio = torch.exp(new_lp - old_lp)
@@ -199,13 +205,18 @@ class GRPOModule(GeneratorModule):
         self.log_dict(logs, on_step=True, on_epoch=True, batch_size=b)
         return torch.tensor(stats["loss"])
 
-    def _policy_logprobs(
-        self, batch: dict[str, torch.Tensor], enc_mask: torch.Tensor, flat: torch.Tensor, g: int
+    def _group_logprobs(
+        self, model: Any, batch: dict[str, torch.Tensor], flat: torch.Tensor, g: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        self.model.eval()  # no dropout: old and new log-probs must come from the same function
-        enc = self.model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        """Per-token log-probabilities [B * g, T] of the group's SIDs under ``model`` (policy or reference),
+        and the mask of real tokens."""
+        model.eval()  # no dropout: old, new and reference log-probs must come from the same function
+        if self.config.arch == "item_causal":
+            return model.token_logprobs(batch["items"], flat, g), flat != self.vocab.pad_id
+        enc = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         hidden = enc.last_hidden_state.repeat_interleave(g, dim=0)
-        return sequence_token_logprobs(self.model, hidden, enc_mask, flat, self.vocab.pad_id)
+        enc_mask = batch["attention_mask"].repeat_interleave(g, dim=0)
+        return sequence_token_logprobs(model, hidden, enc_mask, flat, self.vocab.pad_id)
 
     def configure_optimizers(self) -> Any:
         return torch.optim.AdamW(
