@@ -42,6 +42,10 @@ _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("and the for with from into that this your you are use used using of to in on a an or".split())
 
 
+#: the generator architectures whose beam search returns scores (the causal-LM path ranks without them)
+SERVED_ARCHS = ("t5", "item_causal")
+
+
 class RecommendationInputError(ValueError):
     """A request the recommender cannot answer (missing column, malformed or all-unknown history)."""
 
@@ -138,8 +142,9 @@ class DeepInterestGRModel(mlflow.pyfunc.PythonModel):
         from training.sequence_data import SampleEncoder
 
         self.module = load_generator(context.artifacts[CHECKPOINT_ARTIFACT])
-        if self.module.config.arch != "t5":
-            raise ValueError(f"the pyfunc serves arch='t5' generators (beam scores), got {self.module.config.arch!r}")
+        if self.module.config.arch not in SERVED_ARCHS:
+            raise ValueError(f"the pyfunc serves arch {SERVED_ARCHS} generators (beam scores), got "
+                             f"{self.module.config.arch!r}")
         meta = json.loads(Path(context.artifacts[METADATA_ARTIFACT]).read_text())
         self.meta = ServingMetadata.from_dict(meta)
         self.encoder = SampleEncoder(self.module.vocab, self.meta.user_prefix)
@@ -171,7 +176,7 @@ class DeepInterestGRModel(mlflow.pyfunc.PythonModel):
             # the history cap the model was trained with travels in its checkpoint
             rows.append((user, known[-self.module.sequence.max_history :], unknown, interests))
 
-        ranked, scores = self._rank([self.encoder.encode_input(u or "", known) for u, known, _, _ in rows])
+        ranked, scores = self._rank([u or "" for u, _, _, _ in rows], [known for _, known, _, _ in rows])
         out = []
         for (_, known, unknown, interests), items, row_scores in zip(rows, ranked, scores, strict=True):
             out.append({
@@ -182,23 +187,16 @@ class DeepInterestGRModel(mlflow.pyfunc.PythonModel):
             })
         return pd.DataFrame(out, columns=list(OUTPUT_COLUMNS))
 
-    def _rank(self, inputs: list[list[int]]) -> tuple[list[list[str]], list[list[float]]]:
-        from training.constrained_decoding import constrained_beam_search
+    def _rank(self, users: list[str], histories: list[list[str]]) -> tuple[list[list[str]], list[list[float]]]:
+        from training.generator import encode_histories
 
         vocab, k = self.module.vocab, self.meta.k
         beam_width = max(self.meta.beam_width, k)
         items, scores = [], []
-        for start in range(0, len(inputs), _BATCH):
-            chunk = inputs[start : start + _BATCH]
-            width = max(len(x) for x in chunk)
-            input_ids = torch.full((len(chunk), width), vocab.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(input_ids)
-            for j, x in enumerate(chunk):
-                input_ids[j, : len(x)], mask[j, : len(x)] = torch.tensor(x), 1
-            with torch.no_grad():
-                res = constrained_beam_search(
-                    self.module.model, input_ids, mask, self.module.trie, vocab, beam_width=beam_width, top_k=k
-                )
+        for start in range(0, len(users), _BATCH):
+            batch = encode_histories(self.module, self.encoder, users[start : start + _BATCH],
+                                     histories[start : start + _BATCH])
+            res = self.module.beam(batch, beam_width=beam_width, top_k=k)
             for idx_row, score_row in zip(res.item_index.tolist(), res.scores.tolist(), strict=True):
                 found = [(vocab.item_ids[i], float(s)) for i, s in zip(idx_row, score_row, strict=True) if i >= 0]
                 items.append([item for item, _ in found])
@@ -288,8 +286,8 @@ def log_recommender(
         slim = Path(tmp) / "generator.ckpt"
         hp = _slim_checkpoint(checkpoint, slim)
         arch = hp["config"].get("arch", "t5")
-        if arch != "t5":
-            raise ValueError(f"the pyfunc serves arch='t5' generators (beam scores), got {arch!r}")
+        if arch not in SERVED_ARCHS:
+            raise ValueError(f"the pyfunc serves arch {SERVED_ARCHS} generators (beam scores), got {arch!r}")
         vocab = SidVocab.from_dict(hp["vocab"])
         SampleEncoder(vocab, meta.user_prefix)  # rejects prefix tokens outside the vocabulary
         example_item = next((i for i in vocab.item_ids if i in meta.item_titles), vocab.item_ids[0])

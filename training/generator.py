@@ -33,7 +33,7 @@ from transformers import (
 
 from config_schema import from_mapping, to_mapping
 from metrics.ranking import evaluate_rankings
-from training.constrained_decoding import constrained_beam_search, decoder_beam_search
+from training.constrained_decoding import BeamResult, constrained_beam_search, decoder_beam_search
 from training.item_generator import ItemCausalModel
 from training.sequence_data import LABEL_PAD, SampleEncoder, SequenceSample, collate_items, layout_of
 from training.settings import GeneratorConfig, SequenceSettings
@@ -269,32 +269,43 @@ class GeneratorModule(L.LightningModule):
         ).loss
 
     @torch.no_grad()
+    def beam(self, batch: dict[str, torch.Tensor], *, beam_width: int, top_k: int) -> BeamResult:
+        """Trie-constrained beam search over a collated batch: ranked items with their log-probabilities
+        (``arch="t5"`` and ``"item_causal"``; the causal-LM path ranks through ``generate``, without scores)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if self.config.arch == "item_causal":
+                items = batch["items"].to(self.device)
+                return decoder_beam_search(self.model.decoder(items), len(items), self.trie, self.vocab,
+                                           beam_width=beam_width, top_k=top_k, device=self.device)
+            if self.config.arch == "t5":
+                return constrained_beam_search(
+                    self.model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
+                    self.trie, self.vocab, beam_width=beam_width, top_k=top_k,
+                )
+            raise NotImplementedError(f"beam scores are not available for arch={self.config.arch!r}")
+        finally:
+            self.model.train(was_training)
+
+    @torch.no_grad()
     def rank(
         self, batch: dict[str, torch.Tensor], *, beam_width: int | None = None, top_k: int | None = None,
     ) -> np.ndarray:
         """Top-k item indices (rows of ``vocab.item_ids``) per row of a collated batch; -1 where fewer exist."""
         beam_width = beam_width or self.config.beam_width
         top_k = top_k or self.config.eval_top_k
+        if self.config.arch != "causal_lm_lora":
+            res = self.beam(batch, beam_width=beam_width, top_k=top_k)
+            return np.asarray(res.item_index.cpu(), dtype=np.int64)
+        if self._prefix_index is None:
+            self._prefix_index = SidPrefixIndex(self.vocab)
         was_training = self.model.training
         self.model.eval()
         try:
-            if self.config.arch == "item_causal":
-                items = batch["items"].to(self.device)
-                res = decoder_beam_search(self.model.decoder(items), len(items), self.trie, self.vocab,
-                                          beam_width=beam_width, top_k=top_k, device=self.device)
-                return np.asarray(res.item_index.cpu(), dtype=np.int64)
-            input_ids, attention_mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-            if self.config.arch == "t5":
-                res = constrained_beam_search(
-                    self.model, input_ids, attention_mask, self.trie, self.vocab,
-                    beam_width=beam_width, top_k=top_k,
-                )
-                return np.asarray(torch.as_tensor(res.item_index).cpu(), dtype=np.int64)
-            if self._prefix_index is None:
-                self._prefix_index = SidPrefixIndex(self.vocab)
-            return rank_causal(
-                self.model, input_ids, attention_mask, self._prefix_index, beam_width=beam_width, top_k=top_k
-            )
+            return rank_causal(self.model, batch["input_ids"].to(self.device),
+                               batch["attention_mask"].to(self.device), self._prefix_index,
+                               beam_width=beam_width, top_k=top_k)
         finally:
             self.model.train(was_training)
 
