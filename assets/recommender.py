@@ -155,7 +155,7 @@ def evaluate_with_ranks(module, dm, split: str) -> tuple[dict[str, float], pd.Da
 def window_stats(dm) -> dict:
     """The longest history any window of each split holds (the history cap the stage applied), and a
     fingerprint of the first epoch's window order (what the stage's seed decided)."""
-    order = list(dm.train_dataloader().sampler)
+    order = [i for batch in dm.train_dataloader().batch_sampler for i in batch]
     return {**{f"longest_{split}_history": max((len(s.history) for s in dm.samples[split]), default=0)
                for split in ("train", "valid", "test")},
             "window_order_sha256": hashlib.sha256(json.dumps(order).encode()).hexdigest()[:16]}

@@ -58,10 +58,11 @@ def test_chunk_positions_equal_their_sliding_windows():
     chunk = torch.tensor([[3, 1, 4, 0, 5]])
     labels = model.sid_tokens[chunk[0, 1:]]
     h = model.encode(chunk)[0, 1:-1]  # states after items 0..3
-    chunk_logits = model.head_logits(h, labels)
+    chunk_lp = model.head_logprobs(h, labels)
+    assert (chunk_lp < 0).any() and (chunk_lp <= 0).all()
     for t in range(1, 5):
-        window = model.head_logits(model.last_state(chunk[:, :t]), labels[t - 1 : t])[0]
-        torch.testing.assert_close(chunk_logits[t - 1], window, atol=1e-5, rtol=1e-5)
+        window = model.head_logprobs(model.last_state(chunk[:, :t]), labels[t - 1 : t])[0]
+        torch.testing.assert_close(chunk_lp[t - 1], window, atol=1e-5, rtol=1e-5)
 
 
 def test_conditioning_ignores_the_target_and_every_later_item():
@@ -102,23 +103,24 @@ def test_text_gate_starts_closed_and_opens_with_training(tmp_path):
 def test_overfits_toy_task_and_recommends(tmp_path):
     v = vocab()
     cfg = config(max_epochs=150, lr=3e-3, lr_schedule="constant", val_every_n_epochs=50, batch_size=4)
-    dm = SequenceDataModule.for_settings(toy_splits(), v, seq(), batch_size=4, seed=cfg.seed, user_prefix=None,
+    sequence = seq(max_history=6)
+    dm = SequenceDataModule.for_settings(toy_splits(), v, sequence, batch_size=4, seed=cfg.seed, user_prefix=None,
                                          layout="items")
-    # every user's train prefix (6 items) is one chunk of 4 items... with the cap 3: two chunks per user
-    assert len(dm.datasets["train"]) == 4 * 2
-    result = train_generator(dm, v, cfg, sequence=seq(), checkpoint_dir=tmp_path)
+    assert len(dm.datasets["train"]) == 4  # each user's 6 train items: one chunk, 5 targets
+    result = train_generator(dm, v, cfg, sequence=sequence, checkpoint_dir=tmp_path)
     module = load_generator(result.last_checkpoint)
-    assert module.config.arch == "item_causal" and module.sequence == seq()
-    windows = SequenceDataModule.for_settings(toy_splits(), v, seq(), batch_size=4, seed=0, user_prefix=None,
+    assert module.config.arch == "item_causal" and module.sequence == sequence
+    windows = SequenceDataModule.for_settings(toy_splits(), v, sequence, batch_size=4, seed=0, user_prefix=None,
                                               layout="items", train_windows=True)
     ranked, targets = rank_loader(module, windows.loader("train"), top_k=5)
-    assert len(targets) == 4 * 5 and hit_rate_at_k(ranked, targets, 1) == 1.0  # every train window learnt
+    # one pass over the chunk trained every window: each is now predicted first
+    assert len(targets) == 4 * 5 and hit_rate_at_k(ranked, targets, 1) == 1.0
     assert result.best_val_ndcg >= 0.8
     assert all(len(set(r)) == len(r) for r in ranked.tolist())
     recs = recommend(module, [SequenceSample("u", ("i3", "i4", "i5"), "", "test"),
-                              SequenceSample("u", ("i0", "i3", "i4", "i5", "i6"), "", "test"),
+                              SequenceSample("u", ("i7", "i6", "i1", "i2", "i3", "i4", "i5", "i6"), "", "test"),
                               SequenceSample("u", (), "", "test")], k=3)
-    assert recs[0][0] == "i6" and recs[1][0] == "i7"  # the longer history is cut to the cap (3)
+    assert recs[0][0] == "i6" and recs[1][0] == "i7"  # the longer history is cut to its last 6 items
     assert len(recs[2]) == 3  # an empty history still decodes to catalogue items
 
 
@@ -185,3 +187,18 @@ def test_grpo_trains_the_item_model_on_windows(tmp_path):
     assert changed  # the policy moved
     again = train_grpo(sft.last_checkpoint, windows, v, quality, cfg, checkpoint_dir=tmp_path / "again")
     assert again.history == result.history  # seeded sampling: reproducible
+
+
+def test_length_grouped_batches_cover_every_row_once_and_follow_the_seed():
+    from training.sequence_data import LengthGroupedBatchSampler
+
+    lengths = [2, 9, 3, 9, 2, 5, 7, 3, 2, 8, 4, 6]
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=3, seed=5, pool=2)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 4
+    assert sorted(i for b in batches for i in b) == list(range(12))
+    # within a pool of 2 batches rows are sorted by length: a batch spans less than the whole range
+    assert all(max(lengths[i] for i in b) - min(lengths[i] for i in b) < 7 for b in batches)
+    assert list(LengthGroupedBatchSampler(lengths, 3, seed=5, pool=2)) == batches  # seeded
+    sampler.set_epoch(1)
+    assert list(sampler) != batches  # a new order each epoch

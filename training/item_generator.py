@@ -14,7 +14,9 @@ transformer once per user; beam search only steps the head.
   model), and during training each item's text is dropped with probability ``text_dropout``. Interests reach
   a prediction only through the items before it: conditioning comes from the window's own history.
 - **Head**: the state for token ``j`` of the next SID is the history state plus the embeddings of that SID's
-  tokens ``< j`` and a step embedding, through a residual MLP and a projection onto the SID vocabulary. It is
+  tokens ``< j`` and a step embedding, through a residual MLP and a projection onto the tokens step ``j`` can
+  take (level ``j``'s codes; eos or a suffix after the last level): a softmax per step, so the head never
+  spends time on tokens that cannot occur there. It is
   stepped like a decoder (:class:`ItemHeadDecoder`), so the trie-constrained beam search and sampling of
   ``training.constrained_decoding`` drive it unchanged.
 
@@ -34,6 +36,8 @@ from torch import nn
 from training.sequence_data import LABEL_PAD
 from training.settings import GeneratorConfig, SequenceSettings
 from training.sid_vocab import EOS_ID, PAD_ID, SidVocab
+
+_IMPOSSIBLE = -1e9
 
 
 class ItemCausalModel(nn.Module):
@@ -56,6 +60,13 @@ class ItemCausalModel(nn.Module):
             torch.manual_seed(config.seed)
             tokens = torch.tensor(np.array(vocab.sid_tokens), dtype=torch.long)
             self.register_buffer("sid_tokens", tokens, persistent=False)
+            # step j of a SID can only be a token seen at place j of some item (level j's codes; eos or a
+            # suffix after the last level): the head scores those alone, a third of the vocabulary or less
+            self.step_candidates = [torch.unique(tokens[:, j][tokens[:, j] != PAD_ID]) for j in range(tokens.shape[1])]
+            slot = torch.full((tokens.shape[1], vocab.vocab_size), -1, dtype=torch.long)
+            for j, cand in enumerate(self.step_candidates):
+                slot[j, cand] = torch.arange(len(cand))
+            self.register_buffer("candidate_slot", slot, persistent=False)
             # the input embedding of an item sums its code (and suffix) tokens: eos and pad add nothing
             self.register_buffer("code_mask", ((tokens != EOS_ID) & (tokens != PAD_ID)).float(), persistent=False)
             self.token_in = nn.Embedding(vocab.vocab_size, d)
@@ -124,19 +135,35 @@ class ItemCausalModel(nn.Module):
         return h[torch.arange(len(items), device=items.device), n]
 
     # -- head
-    def head_logits(self, state: torch.Tensor, prev_tokens: torch.Tensor) -> torch.Tensor:
-        """Next-token logits [..., T, V] of every step of SIDs, teacher-forced: ``state`` [..., d] and the SID
-        tokens [..., T] (step ``j`` reads tokens ``< j``; pads after eos read as nothing)."""
+    def head_states(self, state: torch.Tensor, prev_tokens: torch.Tensor) -> torch.Tensor:
+        """Head states [N, T, d] of every step of SIDs, teacher-forced: ``state`` [N, d] and the SID tokens
+        [N, T] (step ``j`` reads tokens ``< j``; pads after eos read as nothing)."""
         steps = prev_tokens.shape[-1]
         prev = self.token_out(prev_tokens) * (prev_tokens != PAD_ID).float()[..., None]
         prefix = torch.cumsum(prev, dim=-2) - prev  # exclusive: tokens before step j
         z = state[..., None, :] + prefix + self.step_emb(torch.arange(steps, device=state.device))
-        return self._project(z)
-
-    def _project(self, z: torch.Tensor) -> torch.Tensor:
         z = self.head_norm(z)
-        z = z + self.head_mlp(z)
-        return self.out(self.out_norm(z)).float()
+        return self.out_norm(z + self.head_mlp(z))
+
+    def step_logits(self, z: torch.Tensor, step: int) -> torch.Tensor:
+        """Logits [N, n_candidates(step)] of head states [N, d] over the tokens step ``step`` can take."""
+        cand = self.step_candidates[min(step, len(self.step_candidates) - 1)].to(z.device)
+        return (z @ self.out.weight[cand].T + self.out.bias[cand]).float()
+
+    def head_logprobs(self, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities [N, T] of SID tokens [N, T] (pads give 0) after states [N, d]."""
+        z = self.head_states(state, tokens)
+        out = torch.zeros(tokens.shape, device=state.device)
+        for j in range(tokens.shape[1]):
+            real = tokens[:, j] != PAD_ID
+            if not bool(real.any()):
+                continue
+            slot = self.candidate_slot[min(j, self.candidate_slot.shape[0] - 1), tokens[real, j]]
+            if bool((slot < 0).any()):
+                raise ValueError(f"a token at step {j} is not a SID token of that step")
+            logp = torch.log_softmax(self.step_logits(z[real, j], j), dim=-1)
+            out[real, j] = logp.gather(1, slot[:, None]).squeeze(1)
+        return out
 
     # -- training
     def chunk_loss(self, items: torch.Tensor) -> torch.Tensor:
@@ -145,18 +172,15 @@ class ItemCausalModel(nn.Module):
         h = self.encode(items)[:, 1:-1]  # states after items 0..T-2
         target = items[:, 1:]
         real = target >= 0
-        labels = self.sid_tokens[target.clamp(min=0)]
-        logits = self.head_logits(h[real], labels[real])
-        flat = labels[real].masked_fill(labels[real] == PAD_ID, LABEL_PAD)
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat.reshape(-1),
-                                           ignore_index=LABEL_PAD)
+        return self._token_loss(h[real], self.sid_tokens[target[real]])
 
     def window_loss(self, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of one target per row (``labels``: SID + eos, -100 pads) after history ``items``."""
-        tokens = labels.masked_fill(labels == LABEL_PAD, PAD_ID)
-        logits = self.head_logits(self.last_state(items), tokens)
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                           ignore_index=LABEL_PAD)
+        return self._token_loss(self.last_state(items), labels.masked_fill(labels == LABEL_PAD, PAD_ID))
+
+    def _token_loss(self, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        lp = self.head_logprobs(state, tokens)
+        return -lp.sum() / (tokens != PAD_ID).sum().clamp(min=1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss of a batch: every position of chunks, or the one target of windows (with ``labels``)."""
@@ -166,10 +190,8 @@ class ItemCausalModel(nn.Module):
 
     def token_logprobs(self, items: torch.Tensor, tokens: torch.Tensor, group: int = 1) -> torch.Tensor:
         """Log-probabilities [B * group, T] of SID tokens [B * group, T] after histories [B, T_h] (each history
-        repeated ``group`` times), over the full vocabulary as the searches score them."""
-        state = self.last_state(items).repeat_interleave(group, dim=0)
-        logp = torch.log_softmax(self.head_logits(state, tokens), dim=-1)
-        return logp.gather(-1, tokens.clamp(min=0)[..., None]).squeeze(-1)
+        repeated ``group`` times), as the searches score them (0 at pads)."""
+        return self.head_logprobs(self.last_state(items).repeat_interleave(group, dim=0), tokens)
 
     def decoder(self, items: torch.Tensor) -> ItemHeadDecoder:
         """A :class:`~training.constrained_decoding.SidDecoder` over the head, one row per history."""
@@ -187,9 +209,16 @@ class ItemHeadDecoder:
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.t > 0:  # the first call feeds the start token, which the head does not read
             self.context = self.context + self.model.token_out(tokens) * (tokens != PAD_ID).float()[:, None]
-        z = self.context + self.model.step_emb.weight[min(self.t, self.model.max_len - 1)]
+        m = self.model
+        j = min(self.t, m.max_len - 1)
+        z = m.head_norm(self.context + m.step_emb.weight[j])
+        z = m.out_norm(z + m.head_mlp(z))
+        # tokens this step cannot take get a logit whose probability is exactly 0 in float32, so the log-softmax
+        # is the head's own distribution over the step; finite, so a finished sample's pad-only row stays valid
+        logits = torch.full((len(z), m.vocab_size), _IMPOSSIBLE, device=z.device)
+        logits[:, m.step_candidates[j].to(z.device)] = m.step_logits(z, j)
         self.t += 1
-        return self.model._project(z)
+        return logits
 
     def select(self, rows: torch.Tensor) -> None:
         self.context = self.context[rows]

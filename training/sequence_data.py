@@ -23,6 +23,7 @@ training prefix only** (``user_interests`` mines train items only for that reaso
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -323,6 +324,39 @@ class EpochSeededSampler(Sampler[int]):
         return self.n
 
 
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Seeded batches of rows of similar length (``seed + epoch`` decides, as :class:`EpochSeededSampler`):
+    a random order is cut into pools of ``pool`` batches, each pool sorted by length and cut into batches,
+    and the batches shuffled. Item-layout chunks range from 2 to ``max_history + 1`` items; grouped by length,
+    a batch pads to its own longest row instead of the epoch's, which saves most of the transformer's work."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, pool: int = 50) -> None:
+        self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pool = pool
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=gen)
+        size = self.batch_size * self.pool
+        batches: list[list[int]] = []
+        for start in range(0, len(order), size):
+            part = order[start : start + size]
+            part = part[torch.argsort(self.lengths[part], stable=True)].tolist()
+            batches.extend(part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size))
+        return iter([batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()])
+
+    def __len__(self) -> int:
+        size = self.batch_size * self.pool
+        return sum(math.ceil(min(size, len(self.lengths) - s) / self.batch_size)
+                   for s in range(0, len(self.lengths), size))
+
+
 class SequenceDataModule(L.LightningDataModule):
     """Train/valid/test SID sequence loaders over ``interaction_splits`` (seeded shuffling, no workers)."""
 
@@ -393,6 +427,9 @@ class SequenceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets["train"]
+        if self.layout == "items":
+            sampler = LengthGroupedBatchSampler([len(r["items"]) for r in ds.rows], self.batch_size, self.seed)
+            return DataLoader(ds, batch_sampler=sampler, collate_fn=self._collate, num_workers=0)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
