@@ -39,7 +39,9 @@ class Variant:
     stage: Literal["sft", "grpo"]
     sids: str = "semantic_ids"
     embeddings: str = "item_embeddings"
-    user_tokens: bool | None = None  # None: as the reference SFT model
+    #: the user-side interests: the user-interest tokens (arch t5) or the interest-enhanced text of the history
+    #: items (arch item_causal, ``history_text``); None: as the reference SFT model
+    user_interests: bool | None = None
     alpha: float | None = None  # grpo: the reward's q-term weight (None: as the reference)
 
     @property
@@ -55,11 +57,12 @@ class Variant:
 VARIANTS: tuple[Variant, ...] = (
     Variant("tiger_baseline", "TIGER-style (no interests)", "baseline",
             "same generator, plain-text SIDs, no user tokens", "sft",
-            sids="semantic_ids_plain", embeddings="item_embeddings_plain", user_tokens=False),
+            sids="semantic_ids_plain", embeddings="item_embeddings_plain", user_interests=False),
     Variant("ablation_no_item_interests", "w/o interests in item text", "ablation",
-            "plain-text SIDs, user tokens kept", "sft", sids="semantic_ids_plain", embeddings="item_embeddings_plain"),
-    Variant("ablation_no_user_tokens", "w/o user-interest tokens", "ablation",
-            "interest SIDs, no user tokens", "sft", user_tokens=False),
+            "plain-text SIDs, user-side interests kept (item_causal: the plain text of the history)", "sft",
+            sids="semantic_ids_plain", embeddings="item_embeddings_plain"),
+    Variant("ablation_no_user_tokens", "w/o user-side interests", "ablation",
+            "interest SIDs; no user tokens (t5) / no history text (item_causal)", "sft", user_interests=False),
     Variant("ablation_no_q_term", "GRPO w/o q term (alpha=0)", "ablation",
             "GRPO policy trained with alpha=0", "grpo", alpha=0.0),
 )
@@ -73,7 +76,7 @@ def _deps(variant: Variant) -> list[str]:
     if variant.stage == "grpo":
         return ["recommender_sft", "recommender_grpo", "interest_rewards"]
     deps = ["interaction_splits", variant.sids, "recommender_sft"]
-    if variant.user_tokens is not False:
+    if variant.user_interests is not False:
         deps += ["user_interests", variant.embeddings]
     return list(dict.fromkeys(deps))
 
@@ -96,8 +99,10 @@ def train_variant(context: dg.AssetExecutionContext, variant: Variant, config: V
                                 mlflow_tracking)
     reference = load_generator(checkpoint_from_lineage(context, "recommender_sft"))
     sequence = reference.sequence
-    if variant.user_tokens is not None:
-        sequence = dataclasses.replace(sequence, use_user_interests=variant.user_tokens)
+    if variant.user_interests is not None:
+        # the switch names whichever road the reference model takes user-side interests by
+        field = "history_text" if reference.config.arch == "item_causal" else "use_user_interests"
+        sequence = dataclasses.replace(sequence, **{field: variant.user_interests})
     return train_sft(context, dataclasses.replace(reference.config, **seed), sequence, warehouse, text_encoder,
                      mlflow_tracking, sids=variant.sids, embeddings=variant.embeddings, tokens_table=None)
 

@@ -21,6 +21,8 @@ class BenchProfile:
     generator_patience: int = 5
     generator_batch_size: int = 256
     generator_lr: float = 2e-3
+    #: GeneratorConfig fields of the item-level generator (arch item_causal), over the defaults
+    item_recipe: tuple[tuple[str, object], ...] = ()
     grpo_epochs: int = 2
     #: (generator seed, codebook seed) pairs; the codebook (RQ-VAE) seed moves NDCG@10 as much as the generator's
     seed_pairs: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 2))

@@ -195,6 +195,8 @@ def cmd_export_tables(args: argparse.Namespace) -> int:
     sequence = SequenceSettings(max_history=HISTORY)
     for name in ("interaction_splits", "semantic_ids", "semantic_ids_plain", "item_quality"):
         warehouse.read(name).to_parquet(out / f"{name}.parquet", index=False)
+    for name in ("item_embeddings", "item_embeddings_plain"):  # the history text of the item-level variants
+        warehouse.read(name)[["item_id", "embedding"]].to_parquet(out / f"{name}.parquet", index=False)
     for suffix in ("", "_plain"):
         vocab = SidVocab.from_frame(warehouse.read(f"semantic_ids{suffix}", order_by="item_id"))
         tokens = user_interest_tokens(warehouse.read("user_interests"), warehouse.read(f"item_embeddings{suffix}"),

@@ -21,13 +21,28 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-#: variant → (SID table, user-interest token table or None)
+
+class BenchVariant(NamedTuple):
+    """Which tables a generator variant reads and which architecture it trains."""
+
+    sids: str
+    tokens: str | None = None  # user-interest token table (arch t5)
+    arch: str = "t5"
+    history_text: str | None = None  # item-embeddings table read beside the SIDs (arch item_causal)
+
+
 VARIANTS = {
-    "deepinterestgr": ("semantic_ids", "user_interest_tokens"),
-    "tiger": ("semantic_ids_plain", None),
-    "no_item_interests": ("semantic_ids_plain", "user_interest_tokens_plain"),
-    "no_user_tokens": ("semantic_ids", None),
+    "deepinterestgr": BenchVariant("semantic_ids", "user_interest_tokens"),
+    "tiger": BenchVariant("semantic_ids_plain"),
+    "no_item_interests": BenchVariant("semantic_ids_plain", "user_interest_tokens_plain"),
+    "no_user_tokens": BenchVariant("semantic_ids"),
+    # the item-level generator: every target of a user's sequence in one pass; interests reach a prediction
+    # through the text of the history items before it (per-window conditioning)
+    "deepinterestgr_items": BenchVariant("semantic_ids", arch="item_causal", history_text="item_embeddings"),
+    "tiger_items": BenchVariant("semantic_ids_plain", arch="item_causal"),
+    "tiger_items_text": BenchVariant("semantic_ids_plain", arch="item_causal", history_text="item_embeddings_plain"),
 }
 #: GRPO variant → weight α of the item-quality term; both start from the ``deepinterestgr`` SFT run of their seed
 GRPO_VARIANTS = {"grpo": 0.5, "grpo_no_q": 0.0}
@@ -77,19 +92,26 @@ def _run(job: dict) -> dict:
         epochs = len(res.history)
     else:
         from training.generator import GeneratorConfig, evaluate_generator, load_generator, train_generator
-        from training.sequence_data import SequenceDataModule
+        from training.item_generator import item_text_matrix
+        from training.sequence_data import SequenceDataModule, layout_of
         from training.settings import SequenceSettings
         from training.sid_vocab import SidVocab
 
-        sid_table, token_table = VARIANTS[job["variant"]]
-        sequence = SequenceSettings(max_history=job["max_history"], use_user_interests=token_table is not None)
-        vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{sid_table}{job['sid_suffix']}.parquet")
+        variant = VARIANTS[job["variant"]]
+        sequence = SequenceSettings(max_history=job["max_history"], use_user_interests=variant.tokens is not None,
+                                    history_text=variant.history_text is not None)
+        vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{variant.sids}{job['sid_suffix']}.parquet")
                                     .sort_values("item_id"))
-        dm = SequenceDataModule(splits, vocab, max_history=job["max_history"], batch_size=job["batch_size"],
-                                eval_batch_size=512, seed=job["seed"], user_prefix=_tokens(tables, token_table))
-        cfg = GeneratorConfig(max_epochs=job["max_epochs"], patience=job["patience"], batch_size=job["batch_size"],
-                              lr=job["lr"], seed=job["seed"], accelerator=job["accelerator"])
-        res = train_generator(dm, vocab, cfg, sequence=sequence, resume=False,
+        text = (item_text_matrix(pd.read_parquet(tables / f"{variant.history_text}{job['sid_suffix']}.parquet"), vocab)
+                if variant.history_text else None)
+        dm = SequenceDataModule.for_settings(splits, vocab, sequence, batch_size=job["batch_size"], eval_batch_size=512,
+                                             seed=job["seed"], user_prefix=_tokens(tables, variant.tokens),
+                                             layout=layout_of(variant.arch))
+        cfg = GeneratorConfig(**{**(job["item_recipe"] if variant.arch == "item_causal" else {}),
+                                 "arch": variant.arch, "max_epochs": job["max_epochs"], "patience": job["patience"],
+                                 "batch_size": job["batch_size"], "lr": job["lr"], "seed": job["seed"],
+                                 "accelerator": job["accelerator"]})
+        res = train_generator(dm, vocab, cfg, sequence=sequence, resume=False, item_text=text,
                               checkpoint_dir=Path(job["work"]) / f"{job['variant']}-{job['seed']}")
         best = load_generator(res.best_checkpoint).to(_device(job["accelerator"]))
         valid = evaluate_generator(best, dm.loader("valid"))
@@ -111,8 +133,10 @@ def _run(job: dict) -> dict:
 def _record(job: dict, valid: dict, test: dict, epochs: int, started: float, **extra) -> dict:
     return {"variant": job["variant"], "seed": job["seed"], "valid": valid, "test": test, "epochs": epochs,
             "seconds": round(time.perf_counter() - started, 1), "accelerator": job["accelerator"],
-            "config": {k: job[k] for k in ("max_history", "batch_size", "lr", "max_epochs", "patience", "sid_suffix",
-                                           "profile", "codebook_seed")},
+            "config": {**{k: job[k] for k in ("max_history", "batch_size", "lr", "max_epochs", "patience", "sid_suffix",
+                                              "profile", "codebook_seed")},
+                       **({"arch": VARIANTS[job["variant"]].arch, **job["item_recipe"]}
+                          if job["variant"] in VARIANTS and VARIANTS[job["variant"]].arch == "item_causal" else {})},
             **extra}
 
 
@@ -143,13 +167,13 @@ def _run_grpo(job: dict, splits, started: float) -> dict:
     from training.sid_vocab import SidVocab
 
     tables = Path(job["tables"])
-    sid_table, token_table = VARIANTS["deepinterestgr"]
-    vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{sid_table}{job['sid_suffix']}.parquet")
+    reference = VARIANTS["deepinterestgr"]
+    vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{reference.sids}{job['sid_suffix']}.parquet")
                                 .sort_values("item_id"))
     # the windows are the SFT model's: its checkpoint carries the history cap and user-token settings
     sequence = load_generator(job["sft_checkpoint"]).sequence
     dm = SequenceDataModule.for_settings(splits, vocab, sequence, batch_size=job["batch_size"], eval_batch_size=512,
-                                         seed=job["seed"], user_prefix=_tokens(tables, token_table)
+                                         seed=job["seed"], user_prefix=_tokens(tables, reference.tokens)
                                          if sequence.use_user_interests else None)
     quality = pd.read_parquet(tables / "item_quality.parquet")
     q = dict(zip(quality["item_id"].astype(str), quality["q"].astype(float), strict=True))
@@ -209,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
               "max_epochs": profile.generator_max_epochs, "patience": profile.generator_patience,
               "grpo_epochs": profile.grpo_epochs, "work": args.work, "sid_suffix": args.sid_suffix,
               "profile": profile.name, "codebook_seed": args.codebook_seed, "tables": args.tables,
-              "sasrec_recipe": profile.sasrec_recipe}
+              "sasrec_recipe": profile.sasrec_recipe, "item_recipe": dict(profile.item_recipe)}
     jobs = [{**common, "variant": v, "seed": s} for s in args.seeds for v in args.variants
             if v not in GRPO_VARIANTS and (s == args.seeds[0] or v in args.extra_seeds_for)]
     started = time.perf_counter()
@@ -227,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
 #: report row of each variant (the evaluation report's names)
 MODEL_NAMES = {"deepinterestgr": "DeepInterestGR (SFT)", "tiger": "TIGER-style", "no_item_interests":
                "w/o interests in item text", "no_user_tokens": "w/o user-interest tokens", "sasrec": "SASRec",
-               "grpo": "GRPO policy", "grpo_no_q": "GRPO policy w/o q term"}
+               "grpo": "GRPO policy", "grpo_no_q": "GRPO policy w/o q term",
+               "deepinterestgr_items": "DeepInterestGR (item-level)", "tiger_items": "TIGER-style (item-level)",
+               "tiger_items_text": "TIGER-style (item-level) + history text"}
 
 
 class _Recorder:

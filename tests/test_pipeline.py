@@ -92,7 +92,7 @@ def test_whole_graph_materialises_and_is_consistent(digr_env, monkeypatch, capsy
         report = result.asset_materializations_for_node("evaluation_report")[0].metadata
         assert "SASRec" in report["table"].value and "most-popular" in report["table"].value
         # the TIGER-style baseline and every ablation trained on this split are in the table
-        for row in ("TIGER-style (no interests)", "w/o interests in item text", "w/o user-interest tokens",
+        for row in ("TIGER-style (no interests)", "w/o interests in item text", "w/o user-side interests",
                     "GRPO w/o q term (alpha=0)", "w/o GRPO (SFT)"):
             assert row in report["table"].value, row
         assert report["variants_not_shown"].value == "none"

@@ -24,14 +24,20 @@ def test_a_variant_run_is_recorded_with_per_user_ranks_and_reported(tmp_path):
         toy_sid_frame().to_parquet(tables / f"{name}.parquet", index=False)
     pd.DataFrame({"item_id": [f"i{i}" for i in range(8)], "q": np.linspace(0, 1, 8)}).to_parquet(
         tables / "item_quality.parquet", index=False)
+    vectors = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    pd.DataFrame({"item_id": [f"i{i}" for i in range(8)], "embedding": list(vectors)}).to_parquet(
+        tables / "item_embeddings_plain.parquet", index=False)
     results = tmp_path / "results"
     log = tmp_path / "log.jsonl"
-    assert main([str(tables), "--out", str(log), "--variants", "tiger", "--seeds", "0", "--codebook-seed", "3",
-                 "--results-dir", str(results), "--work", str(tmp_path / "work")]) == 0
+    assert main([str(tables), "--out", str(log), "--variants", "tiger", "tiger_items_text", "--seeds", "0",
+                 "--codebook-seed", "3", "--results-dir", str(results), "--work", str(tmp_path / "work")]) == 0
 
     logged = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(logged) == 1 and "error" not in logged[0], logged
-    (record,) = load([results / "scientific.jsonl"])
+    assert len(logged) == 2 and all("error" not in r for r in logged), logged
+    records = {r.model: r for r in load([results / "scientific.jsonl"])}
+    item = records["TIGER-style (item-level) + history text"]
+    assert item.config["arch"] == "item_causal" and len(item.ranks["test"]) == 6
+    record = records["TIGER-style"]
     assert (record.model, record.profile, record.seed, record.codebook_seed) == ("TIGER-style", "cpu", 0, 3)
     assert record.stopped in ("early_stopping", "cap") and record.max_epochs == 60
     users = read_split(record.split_hash, results)["users"]
