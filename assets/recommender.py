@@ -167,7 +167,8 @@ def window_stats(dm) -> dict:
     kinds={"pytorch", "mlflow"},
     pool="warehouse",
     retry_policy=TRAIN_RETRY,
-    description="T5 generator trained to emit the next item's SID (Lightning, early stopping on val NDCG@10).",
+    description="Generator trained to emit the next item's SID (default: item-level causal model reading each history "
+                "item's SID and interest-enhanced text; Lightning, early stopping on val NDCG@10).",
 )
 def recommender_sft(context: dg.AssetExecutionContext, config: SftConfig, warehouse: Warehouse,
                     text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:

@@ -33,7 +33,7 @@ def toy_vocab() -> SidVocab:
 
 
 def tiny_config(**kw) -> GeneratorConfig:
-    base = {"d_model": 32, "d_ff": 64, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1,
+    base = {"arch": "t5", "d_model": 32, "d_ff": 64, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1,
             "dropout": 0.0, "lr": 1e-2, "warmup_ratio": 0.0, "batch_size": 8, "beam_width": 8,
             "eval_top_k": 5, "patience": 1000, "seed": 7}
     base.update(kw)

@@ -84,7 +84,7 @@ QUALITY = {f"i{i}": i / 8 for i in range(8)}
 
 def _train_sft(directory, epochs: int):
     vocab = toy_vocab()
-    config = GeneratorConfig(d_model=32, d_ff=64, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
+    config = GeneratorConfig(arch="t5", d_model=32, d_ff=64, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
                              dropout=0.0, lr=3e-3, lr_schedule="constant", batch_size=20, max_epochs=epochs,
                              val_every_n_epochs=epochs, beam_width=8, eval_top_k=5, seed=7)
     dm = SequenceDataModule(toy_splits(), vocab, batch_size=20, seed=0, max_history=3)

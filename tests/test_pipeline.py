@@ -101,7 +101,10 @@ def test_whole_graph_materialises_and_is_consistent(digr_env, monkeypatch, capsy
         for variant, interests in (("tiger_baseline", "False"), ("ablation_no_user_tokens", "False"),
                                    ("ablation_no_item_interests", "True")):
             assert params[variant]["config.d_model"] == "32" and params[variant]["config.max_epochs"] == "3"
-            assert params[variant]["config.use_user_interests"] == interests
+            # the default item-level generator takes user-side interests through its history's text
+            assert params[variant]["config.arch"] == "item_causal"
+            assert params[variant]["config.history_text"] == interests
+            assert params[variant]["config.use_user_interests"] == "False"
         assert params["tiger_baseline"]["config.sids"] == "semantic_ids_plain"
         assert params["ablation_no_q_term"]["config.reward_alpha"] == "0.0"
         # the one history cap, set on recommender_sft, is what every later stage read from its checkpoint

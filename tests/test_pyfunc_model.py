@@ -54,7 +54,7 @@ def train_tiny_recommender(out_dir: Path) -> tuple[Path, dict[str, list[int]]]:
     """A 2-epoch tiny T5 checkpoint and the per-user interest tokens it was trained with."""
     vocab = toy_vocab()
     user_prefix = {"u0": [int(t) for t in vocab.item_tokens("i5")[:2]]}
-    config = GeneratorConfig(d_model=32, d_ff=64, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
+    config = GeneratorConfig(arch="t5", d_model=32, d_ff=64, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
                              dropout=0.0, lr=1e-2, warmup_ratio=0.0, batch_size=8, beam_width=BEAM, eval_top_k=K,
                              max_epochs=2, seed=3)
     dm = SequenceDataModule(toy_splits(), vocab, batch_size=8, seed=3, user_prefix=user_prefix)

@@ -130,7 +130,11 @@ def _seed_upstream(instance, *, users: int = 6, length: int = 10) -> pd.DataFram
     splits = toy_splits(n_users=users, length=length)
     sids = toy_sid_frame()
     quality = pd.DataFrame({"item_id": [f"i{i}" for i in range(8)], "q": np.linspace(0, 1, 8)})
-    Warehouse().replace({"interaction_splits": splits, "semantic_ids": sids, "item_quality": quality})
+    # the embeddings the SIDs came from: the default generator reads them as its history text
+    vectors = np.random.default_rng(1).normal(size=(8, 6)).astype(np.float32)
+    embeddings = pd.DataFrame({"item_id": [f"i{i}" for i in range(8)], "embedding": [v.tolist() for v in vectors]})
+    Warehouse().replace({"interaction_splits": splits, "semantic_ids": sids, "item_quality": quality,
+                         "item_embeddings": embeddings})
     hashed = splits.sort_values(["user_id", "position"])[["user_id", "item_id", "split"]]
     _report(instance, "interaction_splits", hashed)
     _report(instance, "semantic_ids", sids)
@@ -193,7 +197,10 @@ def test_history_cap_set_once_shapes_sft_grpo_and_served_windows(digr_env):
     assert served.unwrap_python_model().module.sequence.max_history == 5
     other_past = [f"i{(j + 3) % 8}" for j in range(6)] + history[-5:]
     out = served.predict(pd.DataFrame({"history": [history, history[-5:], other_past]}))
-    assert list(out["scores"][0]) == list(out["scores"][1]) == list(out["scores"][2])  # only the last 5 count
+    # only the last 5 count: same items, same scores (up to float rounding between rows of one batch)
+    assert list(out["item_ids"][0]) == list(out["item_ids"][1]) == list(out["item_ids"][2])
+    np.testing.assert_allclose(list(out["scores"][0]), list(out["scores"][1]), atol=1e-5)
+    np.testing.assert_allclose(list(out["scores"][0]), list(out["scores"][2]), atol=1e-5)
 
 
 @pytest.mark.slow

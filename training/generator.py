@@ -233,8 +233,8 @@ class GeneratorModule(L.LightningModule):
         self.vocab = vocab if isinstance(vocab, SidVocab) else SidVocab.from_dict(vocab)
         self.config = config if isinstance(config, GeneratorConfig) else from_mapping(
             GeneratorConfig, config, where="checkpoint config")
-        if sequence is None:
-            sequence = SequenceSettings()
+        if sequence is None:  # no text to read unless told: the defaults' history_text needs the item text
+            sequence = SequenceSettings(history_text=False)
         self.sequence = sequence if isinstance(sequence, SequenceSettings) else from_mapping(
             SequenceSettings, sequence, where="checkpoint sequence settings")
         # the vocabulary travels in the checkpoint so it reloads alone; kept out of the logger (too big)
@@ -485,7 +485,8 @@ def train_generator(
     dm_cap = getattr(datamodule, "max_history", None)
     if sequence is None:
         sequence = SequenceSettings(max_history=dm_cap or SequenceSettings().max_history,
-                                    use_user_interests=bool(getattr(datamodule, "user_prefix", None)))
+                                    use_user_interests=bool(getattr(datamodule, "user_prefix", None)),
+                                    history_text=item_text is not None)
     if dm_cap is not None and dm_cap != sequence.max_history:
         raise ValueError(f"the datamodule's windows use max_history={dm_cap}, the sequence settings say "
                          f"{sequence.max_history}: build the datamodule from the settings")

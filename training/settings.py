@@ -18,11 +18,13 @@ class SequenceSettings:
     max_history: int = field(default=20, metadata={
         "description": "History cap of every sequence model: the last N items before a target (SFT, GRPO, "
                        "SASRec, evaluation and serving windows)"})
-    use_user_interests: bool = field(default=True, metadata={
-        "description": "Prepend the user's interest tokens (from the training prefix) to the input"})
+    use_user_interests: bool = field(default=False, metadata={
+        "description": "arch=t5: prepend the user's interest tokens (mined from the whole training prefix, so "
+                       "every training window also sees its own future: the item-level model's history_text is "
+                       "the per-window road)"})
     interest_tokens: int = field(default=4, metadata={"description": "User interests turned into tokens"})
     interest_depth: int = field(default=2, metadata={"description": "SID levels per interest token group"})
-    history_text: bool = field(default=False, metadata={
+    history_text: bool = field(default=True, metadata={
         "description": "arch=item_causal: feed each history item's text embedding (the one its SID was trained "
                        "on, interest descriptors included) beside its SID, through a zero-initialised gate"})
 
@@ -36,7 +38,9 @@ class SequenceSettings:
 class GeneratorConfig:
     """Model size, optimisation and decoding settings of the generative recommender."""
 
-    arch: Literal["t5", "item_causal", "causal_lm_lora"] = "t5"
+    #: item_causal (default): one causal pass per user over item positions, SID head (training.item_generator);
+    #: t5: the seq2seq model over SID tokens; causal_lm_lora: an HF causal LM with the SID tokens added
+    arch: Literal["t5", "item_causal", "causal_lm_lora"] = "item_causal"
     d_model: int = 128
     d_ff: int = 256
     num_encoder_layers: int = 2
