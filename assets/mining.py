@@ -7,7 +7,7 @@ import dagster as dg
 import mlflow
 import pandas as pd
 
-from assets.common import active_items, frame_hash, md, preview, upstream_lineage, with_captions
+from assets.common import active_items, frame_hash, latest_metadata, md, preview, upstream_lineage, with_captions
 from config_schema import to_mapping
 from digr_dagster.config_models import dagster_config
 from digr_dagster.resources.mlflow_tracking import MlflowTracking
@@ -19,6 +19,8 @@ from mining.judges import JudgeSettings
 from mining.user_interests import UserInterestSettings
 
 CONTRACT = "data_contract"
+#: non-blocking (WARN) checks: too many answers restated their item (mining), or curated restatements (judging)
+RESTATEMENTS = "restatements"
 LLM_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
 
 # The stage configs are derived from the library's settings (one definition each, see config_schema); every
@@ -79,6 +81,15 @@ def _problems_check(asset: str, problems: list[str], extra: dict | None = None) 
     )
 
 
+def _restatement_check(asset: str, share, prefix: str, message: str) -> dg.AssetCheckResult:
+    """The WARN check of a ``mining.quality.RestatementShare``: fails (without blocking) above its max share."""
+    return dg.AssetCheckResult(
+        asset_key=asset, check_name=RESTATEMENTS, passed=not share.warn, severity=dg.AssetCheckSeverity.WARN,
+        description=message.format(share=share.share, max_share=share.max_share) if share.warn else None,
+        metadata=md(share.metadata(prefix)),
+    )
+
+
 @dg.asset(
     deps=["items", "interaction_splits", "item_captions"],
     group_name="mlim",
@@ -87,33 +98,44 @@ def _problems_check(asset: str, problems: list[str], extra: dict | None = None) 
     retry_policy=LLM_RETRY,
     check_specs=[dg.AssetCheckSpec(CONTRACT, asset="item_interests", blocking=True,
                                    description="descriptors non-empty and unique per item, confidence in [0,1], "
-                                               "coverage above the threshold")],
+                                               "coverage above the threshold"),
+                 dg.AssetCheckSpec(RESTATEMENTS, asset="item_interests", blocking=False,
+                                   description="WARN: share of the models' answers rejected as restatements of "
+                                               "the item or copies of a few-shot example, at most "
+                                               "max_rejected_share (else the prompt domain likely does not fit)")],
     description="Descriptors of latent purchase motivations per item, mined by every configured LLM and merged.",
 )
 def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig, warehouse: Warehouse,
                    llm: LLMMiners, text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking):
+    from mining.domains import load_domain
     from mining.item_mining import mine_item_interests
     from mining.merge import merge_miners
-    from mining.quality import check_item_interests
+    from mining.quality import check_item_interests, rejected_answer_share
 
     settings = config.build(ItemMiningSettings)
     items = with_captions(warehouse, active_items(warehouse))
     configs = settings.miner_configs(llm.miner_configs())
     backends = llm.backends()
+    # domain "auto" follows the source the items were ingested from (movielens -> movies, else retail)
+    source_kind = (latest_metadata(context, "items", required=False) or {}).get("source_kind")
+    domain = load_domain(settings.domain, source_kind=source_kind)
     params = {"miners": ",".join(f"{c.name}:{c.model}" for c in configs), "n_items": len(items),
-              **to_mapping(settings)}
+              **to_mapping(settings), "domain_used": domain.name}
     with mlflow_tracking.asset_run(context, params=params) as run:
         t0 = time.perf_counter()
         result = mine_item_interests(items, backends, configs, _warehouse_cache(warehouse), progress=True,
-                                     seed=settings.seed)
+                                     seed=settings.seed, domain=domain,
+                                     restatement_threshold=settings.restatement_threshold)
         encoder = text_encoder.get()
         merged = merge_miners(result.interests, encoder.encode, similarity=settings.merge_similarity)
         problems = check_item_interests(merged, item_ids=items["item_id"].astype(str),
                                         min_coverage=settings.min_coverage)
         stats = result.stats
         coverage = merged["item_id"].nunique() / max(len(items), 1)
+        rejected = rejected_answer_share(stats, max_share=settings.max_rejected_share)
         mlflow.log_metrics({"coverage": coverage, "failures": stats["failures"], "cache_hits": stats["cache_hits"],
-                            "calls": stats["calls"], "mining_seconds": time.perf_counter() - t0})
+                            "calls": stats["calls"], "mining_seconds": time.perf_counter() - t0,
+                            "rejected_answer_share": rejected.share})
         if problems:
             yield _problems_check("item_interests", problems, {"coverage": coverage})
             reasons = result.failures["reason"].astype(str).value_counts().head(3)
@@ -134,11 +156,18 @@ def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig
             "coverage": round(coverage, 4),
             "descriptors_per_item": round(len(merged) / max(merged["item_id"].nunique(), 1), 2),
             "miners": [f"{c.name} ({c.backend}: {c.model}, {c.prompt_style})" for c in configs],
+            "domain": f"{domain.name} ({domain.source}, sha256 {domain.sha256[:12]})",
+            "prompt_version": stats["prompt_version"],
             "seed": settings.seed,
             "calls": stats["calls"],
             "cache_hits": stats["cache_hits"],
             "failures": stats["failures"],
             "items_failed": stats["items_failed"],
+            "rejected_restatements": stats["rejected_restatements"],
+            "rejected_copies": stats["rejected_copies"],
+            "rejected_answer_share": round(rejected.share, 4),
+            "failure_reasons": {str(k): int(v) for k, v in
+                                result.failures["reason"].astype(str).value_counts().head(10).items()},
             "prompt_tokens": stats["prompt_tokens"],
             "completion_tokens": stats["completion_tokens"],
             "wall_seconds": stats["wall_s"],
@@ -149,6 +178,10 @@ def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig
             "examples": preview(examples[["item_id", "title", "descriptor", "confidence", "support"]], 12),
         }))
         yield _problems_check("item_interests", [], {"coverage": round(coverage, 4)})
+        yield _restatement_check("item_interests", rejected, "rejected_answers",
+                                 f"{{share:.1%}} of the answers restated their item or copied a few-shot example "
+                                 f"(over {{max_share:.0%}}): the {domain.name!r} prompt domain likely does not fit "
+                                 "this catalogue (item_interests config `domain`)")
 
 
 @dg.asset(
@@ -157,7 +190,10 @@ def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig
     kinds={"duckdb", "mlflow"},
     pool="warehouse",
     check_specs=[dg.AssetCheckSpec(CONTRACT, asset="interest_rewards", blocking=True,
-                                   description="labels in {0,1}, confidence and q in [0,1], coverage")],
+                                   description="labels in {0,1}, confidence and q in [0,1], coverage"),
+                 dg.AssetCheckSpec(RESTATEMENTS, asset="interest_rewards", blocking=False,
+                                   description="WARN: share of curated descriptors that restate their item's "
+                                               "title or description, at most max_restatement_share")],
     description="Each descriptor labelled 1 (specific, grounded) or 0 by a judge; item quality "
                 "q = Σc·l / Σc in table item_quality.",
 )
@@ -165,7 +201,7 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
                      llm: LLMMiners, text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking):
     from mining.judges import LLMJudge, evaluate_judge, item_quality, label_interests, prepare_judge
     from mining.labelled_descriptors import load_labelled_descriptors
-    from mining.quality import check_interest_rewards, check_item_quality
+    from mining.quality import check_interest_rewards, check_item_quality, curated_restatement_share
 
     settings = config.build(JudgeSettings)
     items = active_items(warehouse)
@@ -182,15 +218,20 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
                                  cache=_warehouse_cache(warehouse))
 
     with mlflow_tracking.asset_run(context, params=to_mapping(settings)) as run:
-        rewards = label_interests(interests, items, judge)
+        rewards = label_interests(interests, items, judge, restatement_threshold=settings.restatement_threshold,
+                                  max_descriptor_share=settings.max_descriptor_share)
         quality = item_quality(rewards, item_ids=items["item_id"].astype(str).tolist())
         labelled = load_labelled_descriptors()
         accuracy = evaluate_judge(judge, labelled).accuracy
         problems = check_interest_rewards(rewards, item_ids=items["item_id"].astype(str),
                                           min_coverage=settings.min_coverage) + check_item_quality(quality)
         curated_share = float(rewards["label"].mean()) if len(rewards) else 0.0
+        restated = curated_restatement_share(rewards, items, threshold=settings.restatement_threshold,
+                                             max_share=settings.max_restatement_share)
+        overridden = rewards[rewards["reason"].notna()]
         mlflow.log_metrics({"curated_share": curated_share, "mean_q": float(quality["q"].mean()),
-                            "labelled_set_accuracy": accuracy})
+                            "labelled_set_accuracy": accuracy, "rule_rejected": len(overridden),
+                            "curated_restatement_share": restated.share})
         if problems:
             yield _problems_check("interest_rewards", problems)
             raise dg.Failure(f"interest_rewards contract failed, previous tables kept: {problems}")
@@ -202,6 +243,10 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
             "seed": settings.seed,
             **({"llm_calls": judge.calls.stats()} if isinstance(judge, LLMJudge) else {}),
             "curated_share": round(curated_share, 4),
+            # labelled 0 by a rule whatever the judge scored (restatements, catalogue-wide generic descriptors)
+            "rule_rejections": {str(k): int(v) for k, v in overridden["reason"].value_counts().items()},
+            "rule_rejection_examples": preview(overridden[["item_id", "descriptor", "reason", "score"]], 8)
+            if len(overridden) else "none",
             "mean_q": round(float(quality["q"].mean()), 4),
             "items_with_curated": int((quality["n_curated"] > 0).sum()),
             "labelled_set_accuracy": round(accuracy, 4),
@@ -213,6 +258,8 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
                                 [["item_id", "descriptor", "confidence", "label", "score"]], 12),
         }))
         yield _problems_check("interest_rewards", [])
+        yield _restatement_check("interest_rewards", restated, "curated_restatements",
+                                 "{share:.1%} of the curated descriptors restate their item (over {max_share:.0%})")
 
 
 @dg.asset(

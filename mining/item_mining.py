@@ -14,7 +14,18 @@ from tqdm.auto import tqdm
 
 from mining.backends import ChatRequest, Completion, LLMBackend, MinerConfig
 from mining.call_cache import CachedBackend, CallCache
-from mining.parsing import ParseError, clean_phrase, normalise_descriptor, parse_item_interests, storable_text
+from mining.domains import AUTO, Domain, load_domain
+from mining.parsing import (
+    COPIED_EXAMPLE,
+    RESTATEMENT_THRESHOLD,
+    ParseError,
+    clean_phrase,
+    copies_example,
+    normalise_descriptor,
+    parse_item_interests,
+    restatement_reason,
+    storable_text,
+)
 from mining.prompts import (
     FEW_SHOT_SETS,
     PROMPT_VERSION,
@@ -29,7 +40,8 @@ FAILURE_COLUMNS = ["item_id", "miner", "stage", "reason", "raw_output"]
 EVIDENCE_COLUMNS = ["description", "categories", "brand", "image_url", "caption"]
 
 PHRASE_MAX_TOKENS = 24
-#: the answers shown in the few-shot prompts, normalised: an answer equal to one is a copy, not a descriptor
+#: the answers shown in the retail domain's few-shot prompts, normalised (each run rejects copies of its own
+#: domain's answers: ``parsing.copies_example``)
 FEW_SHOT_ANSWERS = frozenset(normalise_descriptor(answer) for examples in FEW_SHOT_SETS for _, answer in examples)
 # used when an endpoint returns no token log-probabilities for a phrase (counted in stats)
 FALLBACK_CONFIDENCE = 0.5
@@ -53,6 +65,16 @@ class ItemMiningSettings:
         "description": "Cosine above which two miners' descriptors merge"})
     min_coverage: float = field(default=0.8, metadata={
         "description": "Blocking: share of items with at least one descriptor"})
+    domain: str = field(default=AUTO, metadata={
+        "description": "Prompt template: retail | movies | music | books | news | generic, 'auto' (from the "
+                       "items' source kind: movielens -> movies, else retail) or the path of a .toml/.json "
+                       "domain file (see mining/domains.py)"})
+    restatement_threshold: float = field(default=RESTATEMENT_THRESHOLD, metadata={
+        "description": "Share of a descriptor's content words that are title words at or above which it "
+                       "restates the item and is rejected (a recorded failure)"})
+    max_rejected_share: float = field(default=0.2, metadata={
+        "description": "Warning (non-blocking check): share of answers rejected as restatements or copied "
+                       "few-shot examples above which the domain likely does not fit the catalogue"})
 
     def __post_init__(self) -> None:
         if self.n_descriptors is not None and self.n_descriptors < 1:
@@ -61,6 +83,15 @@ class ItemMiningSettings:
             raise ValueError(f"ItemMiningSettings.merge_similarity must be in (0, 1], got {self.merge_similarity}")
         if not 0.0 <= self.min_coverage <= 1.0:
             raise ValueError(f"ItemMiningSettings.min_coverage must be in [0, 1], got {self.min_coverage}")
+        if not 0.0 < self.restatement_threshold <= 1.0:
+            raise ValueError("ItemMiningSettings.restatement_threshold must be in (0, 1], "
+                             f"got {self.restatement_threshold}")
+        if not 0.0 <= self.max_rejected_share <= 1.0:
+            raise ValueError(f"ItemMiningSettings.max_rejected_share must be in [0, 1], got {self.max_rejected_share}")
+        try:
+            load_domain(self.domain)  # a domain file is read and checked now: a bad one fails the launch
+        except ValueError as exc:
+            raise ValueError(f"ItemMiningSettings.domain: {exc}") from None
 
     def miner_configs(self, configs: Sequence[MinerConfig]) -> list[MinerConfig]:
         """``configs`` with ``n_descriptors`` overridden when set."""
@@ -78,14 +109,24 @@ class MiningResult:
     stats: dict
 
 
+def mining_prompt_version(domain: str | Domain | None = None) -> str:
+    """The prompt version of the mining calls in ``domain`` (default retail): part of every cache key."""
+    return load_domain(domain).prompt_version(PROMPT_VERSION)
+
+
 def mine_item_interests(items: pd.DataFrame, miners: list[LLMBackend], miner_configs: list[MinerConfig],
                         cache: CallCache, *, progress: bool = True,
-                        seed: int = ItemMiningSettings.seed) -> MiningResult:
+                        seed: int = ItemMiningSettings.seed, domain: str | Domain | None = None,
+                        restatement_threshold: float = RESTATEMENT_THRESHOLD) -> MiningResult:
     """Mine descriptors for every item with every miner; items that fail are in ``failures``, never dropped.
 
     Every call goes through the call cache (a :class:`CachedBackend` per miner, prompt version
-    ``PROMPT_VERSION``): a rerun pays only for new or changed requests.
+    ``mining_prompt_version(domain)``): a rerun pays only for new or changed requests. The prompts are
+    ``domain``'s (a :class:`Domain`, a built-in name or a domain file; default retail). An answer that restates
+    its item (``parsing.restatement_reason`` at ``restatement_threshold``) or copies one of the domain's
+    few-shot answers is a recorded failure (stage ``parse``), not a descriptor.
     """
+    template = load_domain(domain)
     records = _validated_items(items)
     if len(miners) != len(miner_configs):
         raise ValueError(f"got {len(miners)} miners but {len(miner_configs)} miner configs")
@@ -101,7 +142,7 @@ def mine_item_interests(items: pd.DataFrame, miners: list[LLMBackend], miner_con
     per_miner: dict[str, dict] = {}
     for backend, cfg in zip(miners, miner_configs, strict=True):
         started = time.perf_counter()
-        run = _MinerRun(backend, cfg, cache, records, progress, seed)
+        run = _MinerRun(backend, cfg, cache, records, progress, seed, template, restatement_threshold)
         if cfg.prompt_style == "few_shot_phrase":
             run.mine_phrases()
         else:
@@ -118,17 +159,20 @@ def mine_item_interests(items: pd.DataFrame, miners: list[LLMBackend], miner_con
     failure_frame = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
     totals = {k: sum(s[k] for s in per_miner.values())
               for k in ("calls", "cache_hits", "failures", "items_failed", "prompt_tokens", "completion_tokens",
-                        "confidence_missing")}
+                        "confidence_missing", "answers", "rejected_restatements", "rejected_copies")}
     totals["wall_s"] = round(sum(s["wall_s"] for s in per_miner.values()), 3)
-    stats = {"items": len(records), "miners": len(miners), **totals, "per_miner": per_miner}
+    stats = {"items": len(records), "miners": len(miners), "domain": template.name,
+             "prompt_version": template.prompt_version(PROMPT_VERSION), **totals, "per_miner": per_miner}
     return MiningResult(interests=interests, failures=failure_frame, stats=stats)
 
 
-def item_mining_requests(items: pd.DataFrame, cfg: MinerConfig, *,
-                         seed: int = ItemMiningSettings.seed) -> list[ChatRequest]:
-    """The first-pass requests one miner sends for these items (what ``mine_item_interests`` would call;
-    repair prompts depend on answers and are not included)."""
-    run = _MinerRun(None, cfg, None, _validated_items(items), False, seed)  # type: ignore[arg-type]
+def item_mining_requests(items: pd.DataFrame, cfg: MinerConfig, *, seed: int = ItemMiningSettings.seed,
+                         domain: str | Domain | None = None) -> list[ChatRequest]:
+    """The first-pass requests one miner sends for these items in ``domain`` (what ``mine_item_interests``
+    would call; repair prompts depend on answers and are not included). Their prompt version is
+    ``mining_prompt_version(domain)``."""
+    run = _MinerRun(None, cfg, None, _validated_items(items), False, seed,  # type: ignore[arg-type]
+                    load_domain(domain), RESTATEMENT_THRESHOLD)
     if cfg.prompt_style == "few_shot_phrase":
         return [r for item in run.items for r in run.phrase_requests(item)]
     return [run.structured_request(item) for item in run.items]
@@ -159,23 +203,29 @@ class _MinerRun:
     """One miner over all items: builds requests, calls through the cache, turns answers into rows.
 
     ``stats["failures"]`` counts recorded failures (call, parse, repair); the call counters (calls,
-    cache_hits, tokens) come from the miner's :class:`CachedBackend`.
+    cache_hits, tokens) come from the miner's :class:`CachedBackend`. ``answers`` counts the descriptors the
+    model gave (before the restatement and copy rules), ``rejected_restatements`` and ``rejected_copies``
+    those the rules turned into failures.
     """
 
     def __init__(self, backend: LLMBackend | None, cfg: MinerConfig, cache: CallCache | None, items: list[dict],
-                 progress: bool, seed: int) -> None:
+                 progress: bool, seed: int, domain: Domain, restatement_threshold: float) -> None:
         self.cfg, self.items, self.seed = cfg, items, seed
+        self.domain, self.restatement_threshold = domain, restatement_threshold
+        self.prompt_version = domain.prompt_version(PROMPT_VERSION)
+        self.n_sets = len(domain.few_shot_sets)
         self.progress = progress
         self.rows: list[dict] = []
         self.failures: list[dict] = []
         self.stats = {"items": len(items), "calls": 0, "cache_hits": 0, "failures": 0, "items_failed": 0,
-                      "prompt_tokens": 0, "completion_tokens": 0, "confidence_missing": 0}
+                      "prompt_tokens": 0, "completion_tokens": 0, "confidence_missing": 0, "answers": 0,
+                      "rejected_restatements": 0, "rejected_copies": 0}
         if cfg.backend == "transformers":
             chunk_size = cfg.batch_size
         else:  # keep every concurrency slot busy between cache writes
             chunk_size = max(cfg.batch_size, 8 * cfg.max_concurrency)
         # None when only the requests are wanted (item_mining_requests)
-        self.calls = CachedBackend(backend, cache, PROMPT_VERSION, chunk_size=chunk_size) \
+        self.calls = CachedBackend(backend, cache, self.prompt_version, chunk_size=chunk_size) \
             if backend is not None and cache is not None else None
 
     def _call(self, requests: list[ChatRequest], owners: list[int], desc: str
@@ -208,15 +258,31 @@ class _MinerRun:
     def _emit(self, item: Mapping, descriptors: list[tuple[str, float, str]]) -> None:
         for rank, (text, confidence, key) in enumerate(descriptors):
             self.rows.append({"item_id": item["item_id"], "miner": self.cfg.name, "rank": rank, "descriptor": text,
-                              "confidence": confidence, "prompt_version": PROMPT_VERSION, "cache_key": key})
+                              "confidence": confidence, "prompt_version": self.prompt_version, "cache_key": key})
+
+    def _rejected(self, item: Mapping, descriptor: str, raw: str) -> bool:
+        """Record a failure and return True when ``descriptor`` copies a few-shot answer or restates the item."""
+        self.stats["answers"] += 1
+        if copies_example(descriptor, self.domain.example_answers):
+            # small models often repeat an example's answer: 24% of SmolLM2's answers on Scientific
+            self.stats["rejected_copies"] += 1
+            self._fail(item, "parse", COPIED_EXAMPLE, raw)
+            return True
+        reason = restatement_reason(descriptor, item.get("title"), item.get("description"),
+                                    threshold=self.restatement_threshold)
+        if reason:
+            self.stats["rejected_restatements"] += 1
+            self._fail(item, "parse", reason, raw)
+            return True
+        return False
 
     # -- small local models: one phrase per call, one call per few-shot set (or sampled variant)
     def phrase_requests(self, item: Mapping) -> list[ChatRequest]:
         requests = []
         for k in range(self.cfg.n_descriptors):
-            sampled = k >= len(FEW_SHOT_SETS)
+            sampled = k >= self.n_sets
             requests.append(ChatRequest(
-                messages=few_shot_phrase_messages(item, k % len(FEW_SHOT_SETS)), max_tokens=PHRASE_MAX_TOKENS,
+                messages=few_shot_phrase_messages(item, k % self.n_sets, self.domain), max_tokens=PHRASE_MAX_TOKENS,
                 temperature=SAMPLED_VARIANT_TEMPERATURE if sampled else self.cfg.temperature, stop=("\n",),
                 seed=self.seed + k if sampled else self.seed,
             ))
@@ -240,9 +306,7 @@ class _MinerRun:
                 except ParseError as exc:
                     self._fail(item, "parse", str(exc), completion.text)
                     continue
-                if normalise_descriptor(phrase) in FEW_SHOT_ANSWERS:
-                    # small models often repeat an example's answer: 24% of SmolLM2's answers on Scientific
-                    self._fail(item, "parse", "copied a few-shot example's answer", completion.text)
+                if self._rejected(item, phrase, completion.text):
                     continue
                 confidence = self._confidence(completion)
                 norm = normalise_descriptor(phrase)
@@ -265,7 +329,8 @@ class _MinerRun:
     def structured_request(self, item: Mapping) -> ChatRequest:
         n = self.cfg.n_descriptors
         image = _image_url(item) if self.cfg.vision else None
-        return ChatRequest(messages=structured_json_messages(item, n, image_url=image), max_tokens=64 + 48 * n,
+        return ChatRequest(messages=structured_json_messages(item, n, image_url=image, domain=self.domain),
+                           max_tokens=64 + 48 * n,
                            temperature=self.cfg.temperature, json_schema=item_interests_schema(n), seed=self.seed)
 
     def mine_structured(self) -> None:
@@ -300,10 +365,13 @@ class _MinerRun:
                 except ParseError as exc:
                     self._fail(item, "repair", f"still invalid after one repair: {exc}", text)
         for i, item in enumerate(self.items):
+            kept = [d for d in parsed.get(i, []) if not self._rejected(item, d[0], d[0])]
+            if kept:
+                self._emit(item, kept)
+                continue
             if i in parsed:
-                self._emit(item, parsed[i])
-            else:
-                self.stats["items_failed"] += 1
+                self._fail(item, "item", f"every descriptor of the answer was rejected ({len(parsed[i])})")
+            self.stats["items_failed"] += 1
 
 
 def items_without_interests(items: pd.DataFrame, interests: pd.DataFrame) -> list:

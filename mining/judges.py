@@ -11,6 +11,11 @@ Three judges share one interface (``judge(descriptors, item_ids, evidence) -> Ju
 
 ``JudgeSettings`` are the stage's settings (the launchpad's ``interest_rewards`` config is derived from
 them) and ``prepare_judge`` builds the judge they name.
+
+Whatever a judge scores, ``label_interests`` labels 0 (with the ``reason`` recorded) a descriptor that
+restates its item's title or copies its description (``parsing.restatement_reason``) and one that is generic
+across the catalogue (the same normalised text on more than ``max_descriptor_share`` of the items): an
+embedding judge finds a title restatement perfectly "grounded" (on MovieLens it curated 317 of 381).
 """
 
 from __future__ import annotations
@@ -27,11 +32,17 @@ from threadpoolctl import threadpool_limits
 
 from mining.backends import ChatRequest, LLMBackend
 from mining.call_cache import CachedBackend, CallCache, MemoryCallCache
+from mining.parsing import RESTATEMENT_THRESHOLD, normalise_descriptor, restatement_reason
 from mining.quality import REWARD_COLUMNS
 
 Embed = Callable[[list[str]], np.ndarray]
 
 INTEREST_COLUMNS = ["item_id", "rank", "descriptor", "confidence"]
+#: the rewards' column naming the rule that rejected a descriptor whatever the judge said (null: the judge's label)
+REASON_COLUMN = "reason"
+GENERIC_ACROSS_CATALOGUE = "generic across the catalogue"
+#: a descriptor is generic only on more items than this, whatever the share (small catalogues)
+GENERIC_MIN_ITEMS = 3
 _EVIDENCE_FIELDS = ("title", "description", "categories", "brand", "caption")
 
 
@@ -61,6 +72,14 @@ class JudgeSettings:
     seed: int = field(default=0, metadata={
         "description": "Seed of the embedding judge's reference sample, the classifier's split and sample, "
                        "and the LLM judge's requests"})
+    restatement_threshold: float = field(default=RESTATEMENT_THRESHOLD, metadata={
+        "description": "Rejected whatever the judge says: a descriptor whose content words are at least this "
+                       "share title words (or that contains the title or copies the description)"})
+    max_descriptor_share: float = field(default=0.05, metadata={
+        "description": "Rejected whatever the judge says: a descriptor (normalised) on more than this share of "
+                       f"the catalogue's items (and on at least {GENERIC_MIN_ITEMS})"})
+    max_restatement_share: float = field(default=0.2, metadata={
+        "description": "Warning (non-blocking check): share of curated descriptors that restate their item"})
 
     def __post_init__(self) -> None:
         if self.judge not in JUDGES:
@@ -71,6 +90,11 @@ class JudgeSettings:
                 raise ValueError(f"JudgeSettings.{name} must be a number, got {value!r}")
         if not 0.0 <= self.min_coverage <= 1.0:
             raise ValueError(f"JudgeSettings.min_coverage must be in [0, 1], got {self.min_coverage}")
+        if not 0.0 < self.restatement_threshold <= 1.0:
+            raise ValueError(f"JudgeSettings.restatement_threshold must be in (0, 1], got {self.restatement_threshold}")
+        for name in ("max_descriptor_share", "max_restatement_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"JudgeSettings.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -391,11 +415,15 @@ def prepare_judge(settings: JudgeSettings, embed: Embed, item_interests: pd.Data
 
 
 def label_interests(item_interests: pd.DataFrame, items: pd.DataFrame | Mapping[str, str],
-                    judge: DescriptorJudge) -> pd.DataFrame:
-    """The ``interest_rewards`` frame: item_id, rank, descriptor, confidence, label, judge, score.
+                    judge: DescriptorJudge, *, restatement_threshold: float = RESTATEMENT_THRESHOLD,
+                    max_descriptor_share: float = JudgeSettings.max_descriptor_share) -> pd.DataFrame:
+    """The ``interest_rewards`` frame: item_id, rank, descriptor, confidence, label, judge, score, reason.
 
     ``items`` is the items frame (evidence built with ``item_evidence``) or a ready evidence mapping;
-    it is the whole catalogue, since specificity compares against other items.
+    it is the whole catalogue, since specificity compares against other items. The judge's label is
+    overridden with 0 (``reason`` says why; null where the judge's label stands, ``score`` is always the
+    judge's) for descriptors that ``rule_rejections`` rejects: restatements of the title or description (only
+    with an items frame: a mapping has no separate title) and catalogue-wide generic descriptors.
     """
     missing = [c for c in INTEREST_COLUMNS if c not in item_interests.columns]
     if missing:
@@ -405,10 +433,50 @@ def label_interests(item_interests: pd.DataFrame, items: pd.DataFrame | Mapping[
     df["item_id"] = df["item_id"].astype(str)
     df = df.sort_values(["item_id", "rank"], kind="stable").reset_index(drop=True)
     result = judge.judge(df["descriptor"].astype(str).tolist(), df["item_id"].tolist(), evidence)
-    df["label"] = np.asarray(result.labels, dtype=np.int64)
+    reasons = rule_rejections(df, items if isinstance(items, pd.DataFrame) else None, n_catalogue=len(evidence),
+                              restatement_threshold=restatement_threshold,
+                              max_descriptor_share=max_descriptor_share)
+    labels = np.asarray(result.labels, dtype=np.int64).copy()
+    labels[reasons.notna().to_numpy()] = 0
+    df["label"] = labels
     df["judge"] = judge.name
     df["score"] = np.asarray(result.scores, dtype=np.float64)
-    return df[REWARD_COLUMNS]
+    df[REASON_COLUMN] = reasons.to_numpy()
+    df[REASON_COLUMN] = df[REASON_COLUMN].astype("string")
+    return df[[*REWARD_COLUMNS, REASON_COLUMN]]
+
+
+def rule_rejections(interests: pd.DataFrame, items: pd.DataFrame | None, *, n_catalogue: int,
+                    restatement_threshold: float = RESTATEMENT_THRESHOLD,
+                    max_descriptor_share: float = JudgeSettings.max_descriptor_share) -> pd.Series:
+    """Per row of ``interests`` (item_id, descriptor), why it is rejected whatever a judge says, or NA.
+
+    - a restatement of its item (``parsing.restatement_reason`` on ``items``' title and description, when
+      ``items`` is given): ``RESTATES_TITLE`` or ``COPIES_DESCRIPTION``;
+    - generic: its normalised text is attached to more than ``max_descriptor_share`` of the ``n_catalogue``
+      items, and to at least ``GENERIC_MIN_ITEMS`` (a share of a small catalogue is one or two items):
+      ``GENERIC_ACROSS_CATALOGUE``.
+    """
+    ids = interests["item_id"].astype(str)
+    texts = interests["descriptor"].astype(str)
+    reasons = pd.Series(pd.NA, index=interests.index, dtype="object")
+    if len(interests) == 0:
+        return reasons
+    norm = texts.map(normalise_descriptor)
+    spread = pd.DataFrame({"n": norm, "i": ids}).groupby("n")["i"].nunique()
+    per_row = norm.map(spread)
+    generic = (per_row > max_descriptor_share * max(n_catalogue, 1)) & (per_row >= GENERIC_MIN_ITEMS)
+    reasons[generic.to_numpy()] = GENERIC_ACROSS_CATALOGUE
+    if items is not None and "title" in items.columns:
+        lookup = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
+        titles = ids.map(lookup["title"])
+        descriptions = ids.map(lookup["description"]) if "description" in lookup.columns else pd.Series(
+            None, index=ids.index, dtype="object")
+        restated = [restatement_reason(d, t, e, threshold=restatement_threshold)
+                    for d, t, e in zip(texts, titles, descriptions, strict=True)]
+        found = pd.Series(restated, index=interests.index, dtype="object")
+        reasons = found.where(found.notna(), reasons)  # a restatement is named first: it is about the item itself
+    return reasons
 
 
 def item_quality(rewards: pd.DataFrame, *, item_ids: Sequence[str] | None = None) -> pd.DataFrame:

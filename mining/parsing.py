@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -146,3 +147,88 @@ def storable_text(text: str) -> str:
     """``text`` with lone surrogates written as ``\\udxxx`` escapes (unchanged when it is valid unicode), so a
     hostile answer can be quoted in a failure record or a repair prompt."""
     return text if is_unicode_text(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# ---------------------------------------------------------------- restatements and copied examples
+#: A descriptor names a need; one that names the item instead ("the movie Toy Story (1995)" for the title
+#: "Toy Story (1995)") is a restatement. Defined once, here: the miner rejects them as recorded failures, the
+#: judge rejects them whatever its score, and the quality check counts them.
+RESTATEMENT_THRESHOLD = 0.6
+#: content-word Jaccard at or above which an answer is a (near) copy of a few-shot example's answer
+COPY_SIMILARITY = 0.8
+#: reasons recorded for rejected descriptors (failure rows of the miner, ``reason`` of the judge's rewards)
+RESTATES_TITLE = "restates the item title"
+COPIES_DESCRIPTION = "copies the item description"
+NAMES_NO_NEED = "names no need (only item nouns, numbers or stop words)"
+COPIED_EXAMPLE = "copied a few-shot example's answer"
+#: a span copied from the description counts when it has at least this many content words
+_DESCRIPTION_SPAN_WORDS = 3
+_STOPWORDS = frozenset(
+    "a an the and or nor of for to in on at by with from into onto over about as is are was were be been being it "
+    "its this that these those your my our their his her them they you we i me us than then so not no".split())
+#: words that name the kind of item rather than a need ("the movie X"): not content words of a descriptor
+ITEM_NOUNS = frozenset(
+    "item items product products movie movies film films video videos dvd dvds book books novel novels song songs "
+    "album albums track tracks article articles title titles".split())
+_BRACKETED = re.compile(r"\([^)]*\)|\[[^\]]*\]")
+
+
+def _words(text: str) -> list[str]:
+    return normalise_descriptor(text).split()
+
+
+def content_words(text: str) -> list[str]:
+    """The words of ``text`` that carry its meaning: lowercased, without punctuation, stop words, words without
+    a letter (years, sizes) and item nouns ("movie", "book"), in order, each once."""
+    return list(dict.fromkeys(w for w in _words(text)
+                              if w not in _STOPWORDS and w not in ITEM_NOUNS and any(c.isalpha() for c in w)))
+
+
+def _contains(words: list[str], span: list[str]) -> bool:
+    n = len(span)
+    return any(words[i:i + n] == span for i in range(len(words) - n + 1))
+
+
+def restatement_reason(descriptor: str, title: object, description: object = None, *,
+                       threshold: float = RESTATEMENT_THRESHOLD) -> str | None:
+    """Why ``descriptor`` restates its item instead of naming a need, or None when it does not.
+
+    - ``NAMES_NO_NEED``: it has words but no content word ("the 1995 movie").
+    - ``RESTATES_TITLE``: at least ``threshold`` of the descriptor's content words (see ``content_words``) are
+      words of the title, or the title (with or without its bracketed parts, such as a year; at least two
+      words that are not stop words) appears in the descriptor as a run of words.
+    - ``COPIES_DESCRIPTION``: the descriptor, with at least three content words, appears word for word in the
+      description.
+    """
+    words = _words(descriptor)
+    if not words:
+        return None
+    content = content_words(descriptor)
+    if not content:
+        return NAMES_NO_NEED
+    if isinstance(title, str) and title.strip():
+        title_words = set(_words(title))
+        if sum(w in title_words for w in content) / len(content) >= threshold:
+            return RESTATES_TITLE
+        for variant in {title, _BRACKETED.sub(" ", title)}:
+            span = _words(variant)
+            if sum(w not in _STOPWORDS and any(c.isalpha() for c in w) for w in span) >= 2 and _contains(words, span):
+                return RESTATES_TITLE
+    if isinstance(description, str) and len(content) >= _DESCRIPTION_SPAN_WORDS \
+            and _contains(_words(description), words):
+        return COPIES_DESCRIPTION
+    return None
+
+
+def copies_example(descriptor: str, answers: Iterable[str], *, similarity: float = COPY_SIMILARITY) -> bool:
+    """Whether ``descriptor`` equals one of the few-shot ``answers`` after normalisation, or shares at least
+    ``similarity`` of their content words (Jaccard): a copy of the prompt, not a descriptor of the item."""
+    norm = normalise_descriptor(descriptor)
+    content = set(content_words(descriptor))
+    for answer in answers:
+        if norm == normalise_descriptor(answer):
+            return True
+        other = set(content_words(answer))
+        if content and other and len(content & other) / len(content | other) >= similarity:
+            return True
+    return False

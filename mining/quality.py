@@ -6,13 +6,14 @@ blocking asset check can show it as is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 # the merge's dedup key: the contract must call "duplicate" exactly what the merge would have merged
-from mining.parsing import normalise_descriptor
+from mining.parsing import RESTATEMENT_THRESHOLD, normalise_descriptor, restatement_reason
 
 REWARD_COLUMNS = ["item_id", "rank", "descriptor", "confidence", "label", "judge", "score"]
 QUALITY_COLUMNS = ["item_id", "q", "n_descriptors", "n_curated"]
@@ -128,6 +129,60 @@ def check_user_interests(user_interests: pd.DataFrame) -> list[str]:
     if (pd.to_numeric(user_interests["n_history_items"], errors="coerce").fillna(0) < 1).any():
         problems.append("n_history_items: must be >= 1")
     return problems
+
+
+@dataclass(frozen=True)
+class RestatementShare:
+    """How many of ``n`` descriptors restate their item, and whether that share is above ``max_share``
+    (``warn``); ``examples`` are a few of them (item_id, title, descriptor, reason)."""
+
+    n: int
+    n_restatements: int
+    max_share: float
+    examples: list[dict] = field(default_factory=list)
+
+    @property
+    def share(self) -> float:
+        return self.n_restatements / self.n if self.n else 0.0
+
+    @property
+    def warn(self) -> bool:
+        return self.share > self.max_share
+
+    def metadata(self, prefix: str) -> dict:
+        """Plain values for asset metadata, keys starting with ``prefix``."""
+        return {f"{prefix}_share": round(self.share, 4), f"{prefix}": self.n_restatements, f"{prefix}_of": self.n,
+                f"{prefix}_max_share": self.max_share, f"{prefix}_examples": self.examples}
+
+
+def curated_restatement_share(rewards: pd.DataFrame, items: pd.DataFrame, *,
+                              threshold: float = RESTATEMENT_THRESHOLD, max_share: float = 0.2,
+                              n_examples: int = 5) -> RestatementShare:
+    """The share of curated (label 1) descriptors in ``rewards`` that restate their item's title or copy its
+    description (``parsing.restatement_reason`` at ``threshold``, on ``items``' title and description), with a
+    warning flag above ``max_share``: a judge that curates restatements fills item text with titles."""
+    curated = rewards[pd.to_numeric(rewards["label"], errors="coerce") == 1]
+    lookup = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
+    ids = curated["item_id"].astype(str)
+    titles = ids.map(lookup["title"]) if "title" in lookup.columns else ids.map(lambda _i: None)
+    descriptions = ids.map(lookup["description"]) if "description" in lookup.columns else ids.map(lambda _i: None)
+    found = []
+    for item_id, descriptor, title, description in zip(ids, curated["descriptor"].astype(str), titles, descriptions,
+                                                       strict=True):
+        reason = restatement_reason(descriptor, title, description, threshold=threshold)
+        if reason:
+            found.append({"item_id": item_id, "title": title if isinstance(title, str) else None,
+                          "descriptor": descriptor, "reason": reason})
+    return RestatementShare(len(curated), len(found), max_share, found[:n_examples])
+
+
+def rejected_answer_share(stats: Mapping, *, max_share: float = 0.2) -> RestatementShare:
+    """From mining stats (``mine_item_interests``' ``answers``, ``rejected_restatements``, ``rejected_copies``):
+    the share of the models' answers rejected as restatements or copied few-shot examples, with a warning flag
+    above ``max_share``: the prompt's domain most likely does not fit the catalogue."""
+    answers = int(stats.get("answers", 0))
+    rejected = int(stats.get("rejected_restatements", 0)) + int(stats.get("rejected_copies", 0))
+    return RestatementShare(answers, rejected, max_share)
 
 
 def _missing_columns(df: pd.DataFrame, columns: list[str], table: str) -> list[str]:

@@ -46,20 +46,37 @@ def _item_block(messages: list[dict]) -> str:
     return blocks[-1] if blocks else ""
 
 
+def _field(messages: list[dict], label: str) -> str:
+    found = re.findall(rf"^{label}: (.*)$", _item_block(messages), re.MULTILINE)
+    return found[-1].strip() if found else ""
+
+
+def _need(messages: list[dict]) -> str:
+    """A phrase about the item (its category leaf and two description words) that shares no content word with
+    its title: the miner rejects answers that restate the title, as a real model's should be."""
+    from mining.parsing import content_words
+
+    title = item_title(messages)
+    tag = hashlib.sha256(title.encode()).hexdigest()[:6]
+    in_title = set(content_words(title))
+    leaf = [w for w in content_words(_field(messages, "Categories").split(">")[-1]) if w not in in_title]
+    words = [w for w in content_words(_field(messages, "Description")) if w not in in_title][:2]
+    return " ".join(leaf[:2] + ["work:"] + (" and ".join(words) or "need").split() + [f"tag{tag}"])
+
+
 def expected_phrase(messages: list[dict]) -> str:
     """The phrase the server answers for a free-text request (tests compare against it)."""
     answers = [_text(m.get("content")) for m in messages if m.get("role") == "assistant"]
     if COPY_MARKER in item_title(messages).lower() and answers:
         return answers[0]
-    examples = "|".join(answers)
-    variant = hashlib.sha256(examples.encode()).hexdigest()[:4]
-    return f"using {item_title(messages).lower()} for project {variant}"
+    variant = hashlib.sha256("|".join(answers).encode()).hexdigest()[:4]
+    return f"{_need(messages)} for project {variant}"
 
 
 def expected_descriptors(messages: list[dict], n: int) -> list[dict]:
     """The descriptors the server answers for a structured request."""
-    title = item_title(messages).lower()
-    return [{"descriptor": f"{title} motive {k}", "confidence": round(0.9 - 0.2 * k, 2)} for k in range(n)]
+    need = _need(messages)
+    return [{"descriptor": f"{need} motive {k}", "confidence": round(0.9 - 0.2 * k, 2)} for k in range(n)]
 
 
 class FakeOpenAIServer:

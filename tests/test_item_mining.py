@@ -13,7 +13,13 @@ from mining.call_cache import DuckDBCallCache, MemoryCallCache
 from mining.item_mining import FAILURE_COLUMNS, INTEREST_COLUMNS, mine_item_interests
 from mining.openai_backend import OpenAIBackend
 from mining.prompts import PROMPT_VERSION, few_shot_phrase_messages
-from tests.fake_openai_server import INJECTION_MARKER, FakeOpenAIServer, expected_phrase
+from tests.fake_openai_server import (
+    INJECTION_MARKER,
+    FakeOpenAIServer,
+    expected_descriptors,
+    expected_phrase,
+    item_title,
+)
 
 KEY_ENV = "DIGR_TEST_MINING_KEY"
 SECRET = "sk-mining-SECRET-42"
@@ -56,7 +62,9 @@ def test_structured_mining_records_and_stats() -> None:
     assert list(interests.columns) == INTEREST_COLUMNS and result.failures.empty
     assert interests["item_id"].tolist() == ["i0", "i0", "i1", "i1", "i2", "i2", "i3", "i3"]
     assert interests["rank"].tolist() == [0, 1] * 4
-    assert interests["descriptor"].tolist()[:2] == ["gadget 0 motive 0", "gadget 0 motive 1"]
+    asked = next(r["body"]["messages"] for r in server.requests
+                 if item_title(r["body"]["messages"]) == items["title"][0])
+    assert interests["descriptor"].tolist()[:2] == [d["descriptor"] for d in expected_descriptors(asked, 2)]
     assert interests["confidence"].tolist()[:2] == [0.9, 0.7]
     assert set(interests["prompt_version"]) == {PROMPT_VERSION} and interests["cache_key"].str.len().eq(64).all()
     stats = result.stats

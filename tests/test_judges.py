@@ -362,7 +362,10 @@ def interests() -> pd.DataFrame:
 def test_label_interests_frame(embed, interests, labelled):
     items = labelled.drop_duplicates("item_id")[["item_id", "title", "description", "categories", "brand"]]
     rewards = label_interests(interests, items, EmbeddingJudge(embed))
-    assert list(rewards.columns) == ["item_id", "rank", "descriptor", "confidence", "label", "judge", "score"]
+    # "reason": the rule that overrode the judge's label (restatement, generic), null where the judge's label stands
+    assert list(rewards.columns) == ["item_id", "rank", "descriptor", "confidence", "label", "judge", "score",
+                                     "reason"]
+    assert rewards["reason"].isna().all()
     assert rewards["judge"].unique().tolist() == ["embedding"]
     assert rewards["label"].dtype == np.int64
     # sorted by item then rank, and every input row kept
