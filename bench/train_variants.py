@@ -134,7 +134,7 @@ def _record(job: dict, valid: dict, test: dict, epochs: int, started: float, **e
     return {"variant": job["variant"], "seed": job["seed"], "valid": valid, "test": test, "epochs": epochs,
             "seconds": round(time.perf_counter() - started, 1), "accelerator": job["accelerator"],
             "config": {**{k: job[k] for k in ("max_history", "batch_size", "lr", "max_epochs", "patience", "sid_suffix",
-                                              "profile", "codebook_seed")},
+                                              "profile", "codebook_seed", "threads")},
                        **({"arch": VARIANTS[job["variant"]].arch, **job["item_recipe"]}
                           if job["variant"] in VARIANTS and VARIANTS[job["variant"]].arch == "item_causal" else {})},
             **extra}
@@ -208,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu", help="named budget (bench.profiles): epochs cap, patience, "
                         "batch size, lr, history cap, GRPO epochs, threads, accelerator")
     parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default: the profile's); with --parallel, keep parallel x "
+                             "threads <= cores: oversubscribed OpenMP threads slow small models down many times")
     parser.add_argument("--sid-suffix", default="", help="read semantic_ids<SUFFIX> / semantic_ids_plain<SUFFIX> "
                         "(codebooks trained with another RQ-VAE seed, to measure the codebook's share of the variance)")
     parser.add_argument("--codebook-seed", type=int, required=True,
@@ -228,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.profiles import get_profile
 
     profile = get_profile(args.profile)
-    common = {"accelerator": profile.accelerator, "threads": profile.threads, "max_history": profile.max_history,
+    common = {"accelerator": profile.accelerator, "threads": args.threads or profile.threads,
+              "max_history": profile.max_history,
               "batch_size": profile.generator_batch_size, "lr": profile.generator_lr,
               "max_epochs": profile.generator_max_epochs, "patience": profile.generator_patience,
               "grpo_epochs": profile.grpo_epochs, "work": args.work, "sid_suffix": args.sid_suffix,
