@@ -22,6 +22,7 @@ BENCHES = [
     ("IEID: encoder throughput, RQ-VAE, codebook health", ["bench/bench_ieid.py"]),
     ("constrained beam search vs generate()", ["bench/bench_decoding.py"]),
     ("Lightning vs plain PyTorch training loop", ["bench/bench_training.py"]),
+    ("generator: item-level vs T5 (training and ranking throughput)", ["bench/bench_generator.py"]),
     ("LLM mining: concurrency, warm cache, batching", ["bench/bench_mining.py"]),
 ]
 BEGIN, END = "<!-- make bench: generated begin -->", "<!-- make bench: generated end -->"
