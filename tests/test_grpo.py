@@ -100,7 +100,9 @@ def weak_sft(tmp_path_factory):
 def _mean_reward(checkpoint, vocab, dm) -> dict[str, float]:
     module = load_generator(checkpoint)
     batch = next(iter(dm.loader("train", batch_size=64)))
-    _, items, rewards = sample_rewards(module, batch, quality_vector(vocab, QUALITY), GRPOConfig(group_size=32),
+    # the policy's expected reward: sampled rollouts, the paper's reward (not the beam/rank defaults)
+    measure = GRPOConfig(group_size=32, rollout="sample", reward_shape="exact")
+    _, items, rewards = sample_rewards(module, batch, quality_vector(vocab, QUALITY), measure,
                                        torch.Generator().manual_seed(0))
     assert (items >= 0).all()  # constrained sampling only yields catalogue items
     return rewards.means()

@@ -1,13 +1,23 @@
 """GRPO fine-tuning of the SFT generator with the interest-aware reward.
 
-Per batch of users: sample a group of ``G`` valid SIDs per user from the current policy (trie-constrained,
-no grad), score them with :func:`training.rewards.interest_aware_reward`, normalise the rewards within
-each group into advantages, then take ``updates_per_batch`` optimiser steps on the PPO clipped surrogate
-minus ``β·KL`` (k3 estimator, per token) to the frozen SFT reference. Log-probabilities are the policy's
-own (unconstrained) token log-probabilities, for the old, new and reference models alike.
+Per batch of users: draw a group of ``G`` valid SIDs per user from the current policy (eval mode, no grad),
+score them with :func:`training.rewards.interest_aware_reward`, normalise the rewards within each group into
+advantages, then take ``updates_per_batch`` optimiser steps on the PPO clipped surrogate minus ``β·KL`` (k3
+estimator, per token) to the frozen SFT reference. Log-probabilities are the policy's own (unconstrained)
+token log-probabilities, for the old, new and reference models alike.
 
-``train_grpo`` keeps the SFT model when GRPO makes validation NDCG@10 worse (RL can lower ranking
-quality even while the reward rises).
+The group (``GRPOConfig.rollout``):
+
+- ``"beam"`` (default): the top-``G`` distinct valid items of the policy's trie-constrained beam search
+  (width ``G``), the list the model would recommend. Every candidate is a different item, so the group
+  ranks the target against the policy's own strongest competitors instead of spending draws on duplicates
+  of the mode. Users for whom the search finds fewer than ``G`` items (a catalogue smaller than ``G``) keep
+  the ones found: the missing slots are masked out of the normalisation and the loss, and a user with fewer
+  than two found candidates contributes nothing.
+- ``"sample"``: ``G`` trie-constrained samples with replacement at ``temperature`` (the original rollout).
+
+``train_grpo`` keeps the SFT model when the best validation NDCG@10 of GRPO (validated every
+``val_check_interval`` of an epoch) is below SFT's (RL can lower ranking quality even while the reward rises).
 """
 
 from __future__ import annotations
@@ -72,12 +82,33 @@ def sample_rewards(
     batch: dict[str, torch.Tensor],
     item_quality: torch.Tensor,
     config: GRPOConfig,
-    generator: torch.Generator,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, RewardBreakdown]:
-    """Sample ``config.group_size`` valid SIDs per row (policy in eval mode) and score them.
+    """The group of ``config.group_size`` valid SIDs per row (policy in eval mode), drawn as
+    ``config.rollout`` says, scored with ``config.reward`` in ``config.reward_shape``.
 
-    Returns tokens [B, G, T], item indices [B, G] and the reward breakdown [B, G].
+    Returns tokens [B, G, T], item indices [B, G] (beam: -1 and pad tokens in the slots the search did not
+    fill; sample: always valid) and the reward breakdown [B, G]. ``generator`` seeds sampling (unused by beam).
     """
+    if config.rollout == "beam":
+        res = module.beam(batch, beam_width=config.group_size, top_k=config.group_size)
+        # beam search runs in inference mode: clone so the tokens can index a later forward with grad
+        tokens, items = res.tokens.clone().long(), res.item_index.clone().long()
+    else:
+        tokens, items = _sample_group(module, batch, config, generator)
+    target_tokens = batch["labels"].masked_fill(batch["labels"] == LABEL_PAD, module.vocab.pad_id)
+    target = batch["target_index"]
+    rewards = interest_aware_reward(
+        tokens, items, target_tokens, target, item_quality[target],
+        levels=module.vocab.levels, config=config.reward, shape=config.reward_shape,
+    )
+    return tokens, items, rewards
+
+
+def _sample_group(
+    module: GeneratorModule, batch: dict[str, torch.Tensor], config: GRPOConfig, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rollout="sample"``: tokens [B, G, T] and items [B, G] of trie-constrained samples with replacement."""
     if module.config.arch == "item_causal":
         was_training = module.model.training
         module.model.eval()
@@ -92,15 +123,26 @@ def sample_rewards(
             module.model, batch["input_ids"], batch["attention_mask"], module.trie, module.vocab,
             num_samples=config.group_size, temperature=config.temperature, generator=generator,
         )
-    tokens = torch.as_tensor(res.tokens).long()
-    items = torch.as_tensor(res.item_index).long()
-    target_tokens = batch["labels"].masked_fill(batch["labels"] == LABEL_PAD, module.vocab.pad_id)
-    target = batch["target_index"]
-    rewards = interest_aware_reward(
-        tokens, items, target_tokens, target, item_quality[target],
-        levels=module.vocab.levels, config=config.reward,
-    )
-    return tokens, items, rewards
+    return torch.as_tensor(res.tokens).long(), torch.as_tensor(res.item_index).long()
+
+
+def group_advantages(
+    reward: torch.Tensor, found: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages ``(r − mean) / (std + eps)`` [B, G] within each row's found candidates (unbiased std), and
+    the weight [B, G] of each candidate in the loss: 1 for a found candidate of a row with at least two found,
+    0 otherwise (a lone candidate has nothing to be ranked against). With every candidate found this is
+    exactly the plain per-row normalisation."""
+    if bool(found.all()):
+        adv = (reward - reward.mean(dim=1, keepdim=True)) / (reward.std(dim=1, keepdim=True) + eps)
+        return adv, torch.ones_like(reward)
+    f = found.float()
+    n = f.sum(dim=1, keepdim=True)
+    mean = (reward * f).sum(dim=1, keepdim=True) / n.clamp(min=1)
+    var = (((reward - mean) * f) ** 2).sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)
+    weight = f * (n >= 2).float()
+    adv = (reward - mean) / (var.sqrt() + eps) * weight
+    return adv, weight
 
 
 class GRPOModule(GeneratorModule):
@@ -157,22 +199,24 @@ class GRPOModule(GeneratorModule):
 
     @torch.no_grad()
     def sample_group(
-        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor, RewardBreakdown]:
-        """Sample ``G`` SIDs per row from the current policy and score them (see :func:`sample_rewards`)."""
+        """The group of ``G`` SIDs per row from the current policy, scored (see :func:`sample_rewards`)."""
         return sample_rewards(self, batch, self.item_quality, self.grpo, generator)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        # seeded by step, so sampling is reproducible and unaffected by resuming
+        # seeded by step, so sampling is reproducible and unaffected by resuming (beam rollouts are deterministic)
         gen = torch.Generator(device=self.device).manual_seed(self.grpo.seed * 1_000_003 + self.global_step)
-        tokens, _, rewards = self.sample_group(batch, gen)
+        tokens, items, rewards = self.sample_group(batch, gen)
         b, g, t = tokens.shape
-        r = rewards.total
-        adv = ((r - r.mean(dim=1, keepdim=True)) / (r.std(dim=1, keepdim=True) + self.grpo.adv_eps)).reshape(-1)
+        found = items >= 0 if self.grpo.rollout == "beam" else torch.ones_like(items, dtype=torch.bool)
+        adv, weight = group_advantages(rewards.total, found, self.grpo.adv_eps)
+        adv, weight = adv.reshape(-1), weight.reshape(-1)
+        n_seq = weight.sum().clamp(min=1)
         flat = tokens.reshape(b * g, t)
         with torch.no_grad():
             ref_lp, mask = self._group_logprobs(self.reference, batch, flat, g)
-        maskf = mask.float()
+        maskf = mask.float() * weight[:, None]  # tokens of unfound candidates (all pad) never count
         n_tok = maskf.sum(dim=1).clamp(min=1)
         opt = self.optimizers()
         stats: dict[str, float] = {}
@@ -189,7 +233,7 @@ class GRPOModule(GeneratorModule):
             d = ref_lp - new_lp
             kl = torch.exp(d) - d - 1  # k3: unbiased, non-negative estimate of KL(policy || reference)
             per_seq = ((surr - self.grpo.kl_beta * kl) * maskf).sum(dim=1) / n_tok
-            loss = -per_seq.mean()
+            loss = -(per_seq * weight).sum() / n_seq
             opt.zero_grad()
             self.manual_backward(loss)
             self.clip_gradients(opt, gradient_clip_val=self.grpo.gradient_clip_val, gradient_clip_algorithm="norm")
@@ -197,10 +241,11 @@ class GRPOModule(GeneratorModule):
             clipped = ((ratio - 1).abs() > self.grpo.clip_eps).float()
             stats = {
                 "loss": float(loss.detach()),
-                "kl": float(((kl.detach() * maskf).sum(1) / n_tok).mean()),
+                "kl": float(((kl.detach() * maskf).sum(1) / n_tok * weight).sum() / n_seq),
                 "clip_frac": float((clipped * maskf).sum() / maskf.sum().clamp(min=1)),
             }
-        logs = {f"grpo/reward_{k}": v for k, v in rewards.means().items()}
+        logs = {f"grpo/reward_{k}": v for k, v in rewards.means(found).items()}
+        logs["grpo/group_found"] = float(found.float().sum(dim=1).mean())
         logs.update({f"grpo/{k}": v for k, v in stats.items()})
         self.log_dict(logs, on_step=True, on_epoch=True, batch_size=b)
         return torch.tensor(stats["loss"])
@@ -250,7 +295,10 @@ def train_grpo(
     max_epochs: int | None = None,
     resume: bool = True,
 ) -> GRPOResult:
-    """GRPO from an SFT checkpoint; returns ``kept="sft"`` when validation NDCG@10 got worse."""
+    """GRPO from an SFT checkpoint; returns ``kept="sft"`` when validation NDCG@10 got worse.
+
+    Validation runs every ``config.val_check_interval`` of an epoch (of every ``val_every_n_epochs``-th epoch);
+    the best validated policy is the GRPO checkpoint."""
     sft = load_generator(sft_checkpoint)
     if sft.config.accelerator != "cpu" and torch.cuda.is_available():
         sft = sft.to("cuda")  # the baseline evaluation runs where training does
@@ -270,6 +318,7 @@ def train_grpo(
     trainer = make_trainer(
         sft.config, checkpoint_dir, max_epochs or config.max_epochs, logger, callbacks,
         gradient_clip_val=None, check_val_every_n_epoch=config.val_every_n_epochs,
+        val_check_interval=float(config.val_check_interval),
         limit_train_batches=config.max_batches_per_epoch or 1.0,
     )
     if logger is not None:

@@ -85,32 +85,51 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """Weights of the reward terms (defaults from the paper)."""
+    """Weights of the reward terms (defaults from the paper); how they combine is ``GRPOConfig.reward_shape``."""
 
-    lambda_valid: float = 0.1
-    lambda_pref: float = 0.3
-    alpha: float = 0.5
+    lambda_valid: float = field(default=0.1, metadata={
+        "description": "Reward of a valid (catalogue) SID; reward_shape=rank pays it on misses only"})
+    lambda_pref: float = field(default=0.3, metadata={
+        "description": "Partial credit per shared leading SID level with the target (times LCP/levels); "
+                       "reward_shape=rank pays it on misses only"})
+    alpha: float = field(default=0.5, metadata={
+        "description": "Weight of the target's deep-interest quality q, paid on a hit only: a hit earns 1 + alpha*q"})
 
 
 @dataclass
 class GRPOConfig:
-    """Group sampling, PPO/KL and optimisation settings of the GRPO stage (the sequence settings come from
-    the SFT checkpoint it starts from)."""
+    """Group rollouts, reward shape, PPO/KL and optimisation settings of the GRPO stage (the sequence settings
+    come from the SFT checkpoint it starts from)."""
 
-    group_size: int = 8
-    temperature: float = 1.0
+    group_size: int = field(default=16, metadata={
+        "description": "Candidates per user whose rewards are normalised against each other (rollout=beam: the "
+                       "policy's top group_size distinct items; fewer where the catalogue has fewer)"})
+    rollout: Literal["sample", "beam"] = field(default="beam", metadata={
+        "description": "How the group is drawn from the current policy: beam = the top group_size distinct "
+                       "valid items of the trie-constrained beam search (the list a user would be shown); "
+                       "sample = group_size trie-constrained samples with replacement (at temperature)"})
+    reward_shape: Literal["exact", "rank"] = field(default="rank", metadata={
+        "description": "rank: a hit earns 1 + alpha*q, a miss lambda_valid + lambda_pref*LCP/levels (q never "
+                       "rewards a miss, prefix credit never tops up a hit); exact: the paper's sum "
+                       "1[hit] + lambda_valid*1[valid] + lambda_pref*LCP/levels + alpha*q*1[hit]"})
+    temperature: float = field(default=1.0, metadata={"description": "Sampling temperature (rollout=sample only)"})
     clip_eps: float = 0.2
-    kl_beta: float = 0.001
+    kl_beta: float = field(default=0.001, metadata={
+        "description": "Weight of the per-token KL (k3) to the frozen SFT reference"})
     updates_per_batch: int = 2
-    lr: float = 1e-4
+    lr: float = field(default=1e-5, metadata={"description": "AdamW learning rate of the policy"})
     weight_decay: float = 0.0
     gradient_clip_val: float = 1.0
     max_epochs: int = 3
     val_every_n_epochs: int = 1
+    val_check_interval: float = field(default=0.25, metadata={
+        "description": "Fraction of a training epoch between validations, in (0, 1] (Lightning's "
+                       "val_check_interval): the best validated policy is kept, so checking several times an "
+                       "epoch catches the policy before it drifts"})
     #: cap on training batches per epoch (a shuffled subset each epoch); None = every training sample
     max_batches_per_epoch: int | None = None
-    batch_size: int = field(default=64, metadata={"description": "users per GRPO batch (each sampled group_size "
-                                                                 "times)"})
+    batch_size: int = field(default=64, metadata={"description": "users per GRPO batch (each with group_size "
+                                                                 "candidates)"})
     adv_eps: float = 1e-6
     seed: int = field(default=0, metadata={"description": "seeds the order of the training windows, the group "
                                                           "sampling and the trainer"})
@@ -121,8 +140,21 @@ class GRPOConfig:
             self.reward = RewardConfig(**self.reward)
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 (advantages are relative within a group), got {self.group_size}")
+        if self.rollout not in ("sample", "beam"):
+            raise ValueError(f"GRPOConfig.rollout must be 'sample' or 'beam', got {self.rollout!r}")
+        if self.reward_shape not in ("exact", "rank"):
+            raise ValueError(f"GRPOConfig.reward_shape must be 'exact' or 'rank', got {self.reward_shape!r}")
+        if not 0 < self.val_check_interval <= 1:
+            raise ValueError(f"GRPOConfig.val_check_interval must lie in (0, 1] (a fraction of an epoch), got "
+                             f"{self.val_check_interval!r}")
+        if self.reward_shape == "rank" and self.reward.lambda_valid + self.reward.lambda_pref >= 1:
+            raise ValueError(
+                f"reward_shape='rank' needs reward.lambda_valid + reward.lambda_pref < 1 (a miss must earn less "
+                f"than a hit), got {self.reward.lambda_valid} + {self.reward.lambda_pref}")
         if self.temperature <= 0 or self.clip_eps <= 0 or self.kl_beta < 0:
             raise ValueError("temperature and clip_eps must be > 0 and kl_beta >= 0")
+        if self.lr <= 0:
+            raise ValueError(f"GRPOConfig.lr must be > 0, got {self.lr}")
         if min(self.updates_per_batch, self.max_epochs, self.val_every_n_epochs, self.batch_size) < 1:
             raise ValueError("updates_per_batch, max_epochs, val_every_n_epochs and batch_size must be >= 1")
         if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
