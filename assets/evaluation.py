@@ -2,6 +2,7 @@
 
 import base64
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +17,7 @@ from digr_dagster.config_models import dagster_config
 from digr_dagster.resources.mlflow_tracking import MlflowTracking, lightning_logger
 from digr_dagster.resources.warehouse import Warehouse
 from evaluation.baselines import registered_baselines
-from evaluation.protocol import PROTOCOL, EvaluationSettings
+from evaluation.protocol import EvaluationSettings, protocol
 
 #: the report's settings plus one sub-config per registered baseline (its own settings minus those the run
 #: decides: the history cap from the shipped checkpoint, the seed, the accelerator)
@@ -44,19 +45,74 @@ def _metrics(meta: dict, split: str, prefix: str = "") -> dict[str, float]:
     return {m: float(meta[f"{prefix}{split}_{m}"]) for m in METRICS}
 
 
-def _stored_test_ranks(warehouse: Warehouse, models: list[tuple[str, str, str]]) -> dict[str, dict[str, int]]:
+@dataclass(frozen=True)
+class GeneratorRow:
+    """A generator's report row: which asset it comes from, and whether it is the asset's shipped model or
+    its GRPO policy (metrics ``policy_*``, checkpoint ``policy_checkpoint``, ranks ``which = "policy"``)."""
+
+    row: str
+    asset: str
+    which: str  # "shipped" or "policy"
+    kind: str
+    notes: str = ""
+    sids: str = "semantic_ids"  # the SID table it was trained on (its user-interest tokens are stored only for these)
+
+    @property
+    def prefix(self) -> str:
+        return "policy_" if self.which == "policy" else ""
+
+    @property
+    def checkpoint_key(self) -> str:
+        return "policy_checkpoint" if self.which == "policy" else "checkpoint"
+
+
+def _stored_test_ranks(warehouse: Warehouse, models: list[GeneratorRow]) -> dict[str, dict[str, int]]:
     """``{report row: {user: test rank}}`` from the ranks tables the model assets wrote (models trained before
     ranks were stored have none and are left out of the slices)."""
     from assets.recommender import ranks_table
 
     out = {}
-    for row, asset, which in models:
-        if not warehouse.exists(ranks_table(asset)):
+    for g in models:
+        if not warehouse.exists(ranks_table(g.asset)):
             continue
-        frame = warehouse.read(ranks_table(asset))
-        frame = frame[(frame["split"] == "test") & (frame["which"] == which)]
-        out[row] = dict(zip(frame["user_id"].astype(str), frame["rank"].astype(int), strict=True))
+        frame = warehouse.read(ranks_table(g.asset))
+        frame = frame[(frame["split"] == "test") & (frame["which"] == g.which)]
+        out[g.row] = dict(zip(frame["user_id"].astype(str), frame["rank"].astype(int), strict=True))
     return out
+
+
+class NotRankable(Exception):
+    """A generator the report cannot rank again (the reason is the message)."""
+
+
+def _rank_excluding_seen(context: dg.AssetExecutionContext, warehouse: Warehouse, splits: pd.DataFrame,
+                         g: GeneratorRow, seen: dict[str, dict[str, tuple[str, ...]]], cache: dict | None = None
+                         ) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Metrics per split and test ranks per user of ``g``'s checkpoint, ranked again with every user's seen
+    items removed (``evaluate_with_ranks(..., exclude=...)``, the path the model assets rank through).
+    ``cache``: results by checkpoint path (a GRPO stage that kept SFT ships the SFT checkpoint)."""
+    from assets.recommender import evaluate_with_ranks
+    from training.generator import load_generator
+    from training.sequence_data import SequenceDataModule
+
+    path = checkpoint_from_lineage(context, g.asset, g.checkpoint_key)
+    if cache is not None and path in cache:
+        return cache[path]
+    module = load_generator(path)
+    prefix = None
+    if module.sequence.use_user_interests:
+        if g.sids != "semantic_ids":
+            raise NotRankable(f"its user-interest tokens (on {g.sids}) are not stored; exclude_seen cannot rank it")
+        prefix = stored_user_prefix(warehouse, module.sequence)
+    dm = SequenceDataModule.for_settings(splits, module.vocab, module.sequence, batch_size=module.config.batch_size,
+                                         seed=0, user_prefix=prefix, layout=module.layout)
+    metrics, test_ranks = {}, {}
+    for split in ("valid", "test"):
+        metrics[split], frame = evaluate_with_ranks(module, dm, split, exclude=seen[split])
+    test_ranks = dict(zip(frame["user_id"].astype(str), frame["rank"].astype(int), strict=True))
+    if cache is not None:
+        cache[path] = (metrics, test_ranks)
+    return metrics, test_ranks
 
 
 def _slices_markdown(table) -> str:
@@ -66,10 +122,8 @@ def _slices_markdown(table) -> str:
     return view.to_markdown(index=False, floatfmt=".4f")
 
 
-def _variant_rows(context: dg.AssetExecutionContext, splits_hash: str | None) -> tuple[list, dict]:
+def _variant_rows(context: dg.AssetExecutionContext, splits_hash: str | None) -> tuple[list[GeneratorRow], dict]:
     """Report rows of the baselines/ablations trained on the current split; the others are listed, not shown."""
-    from evaluation.report import ModelResult
-
     rows, skipped = [], {}
     for variant in VARIANTS:
         meta = latest_metadata(context, variant.asset, required=False)
@@ -80,8 +134,8 @@ def _variant_rows(context: dg.AssetExecutionContext, splits_hash: str | None) ->
         if splits_hash is None or trained_on != splits_hash:
             skipped[variant.asset] = f"trained on another split ({trained_on}), rematerialise it"
             continue
-        rows += [ModelResult(variant.row, split, _metrics(meta, split, variant.metric_prefix), variant.kind,
-                             notes=variant.note) for split in ("valid", "test")]
+        rows.append(GeneratorRow(variant.row, variant.asset, "policy" if variant.stage == "grpo" else "shipped",
+                                 variant.kind, notes=variant.note, sids=variant.sids))
     return rows, skipped
 
 
@@ -100,6 +154,7 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
 
     from evaluation.baselines import BaselineInputs
     from evaluation.plots import plot_codebook_usage, plot_metrics, plot_reward_curves
+    from evaluation.protocol import seen_items, targets_in_history
     from evaluation.report import ModelResult, build_report, example_users, examples_markdown
     from evaluation.slices import slice_metrics, slices_from_splits
     from training.generator import load_generator, recommend
@@ -120,12 +175,17 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
     out_dir.mkdir(parents=True, exist_ok=True)
 
     report_settings = config.build(EvaluationSettings)
+    exclude_seen = report_settings.exclude_seen
+    # what each user had seen before each target: removed from every model's ranking with exclude_seen
+    seen = {split: seen_items(splits, split) for split in ("valid", "test")}
+    repeats = {split: targets_in_history(splits, split) for split in ("valid", "test")}
     params = {**to_mapping(report_settings), "max_history": sequence.max_history}
     with mlflow_tracking.asset_run(context, params=params) as run:
         results, baseline_info, rank_frames, test_ranks = [], {}, [], {}
         inputs = BaselineInputs(splits, tuple(item_ids), max_history=sequence.max_history, seed=report_settings.seed,
                                 logger=lightning_logger(run, mlflow_tracking.experiment_name),
-                                checkpoint_dir=settings.checkpoints_dir() / "baselines" / run.run_id)
+                                checkpoint_dir=settings.checkpoints_dir() / "baselines" / run.run_id,
+                                exclude_seen=exclude_seen)
         for key, baseline in registered_baselines().items():
             own = config.nested_values(key) if key in type(config).model_fields else None
             outcome = baseline.evaluate(inputs, own)
@@ -135,26 +195,36 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
             rank_frames.append(outcome.ranks_frame().assign(model=baseline.name))
             test_ranks[baseline.name] = dict(zip(outcome.user_ids["test"], outcome.ranks["test"], strict=True))
         main = f"DeepInterestGR (ships {'GRPO' if grpo['kept'] == 'grpo' else 'SFT: GRPO did not help'})"
-        for split in ("valid", "test"):
-            results.append(ModelResult(main, split, _metrics(grpo, split), "main", notes="what is promoted"))
-        for split in ("valid", "test"):
-            results.append(ModelResult("w/o GRPO (SFT)", split, _metrics(sft, split), "ablation",
-                                       notes="supervised fine-tuning only"))
+        generators = [GeneratorRow(main, "recommender_grpo", "shipped", "main", notes="what is promoted"),
+                      GeneratorRow("w/o GRPO (SFT)", "recommender_sft", "shipped", "ablation",
+                                   notes="supervised fine-tuning only")]
         if grpo["kept"] == "sft" and "policy_valid_ndcg@10" in grpo:
-            for split in ("valid", "test"):
-                results.append(ModelResult("GRPO policy (not shipped)", split, _metrics(grpo, split, "policy_"),
-                                           "ablation", notes="the GRPO-trained model the pipeline rejected"))
+            generators.append(GeneratorRow("GRPO policy (not shipped)", "recommender_grpo", "policy", "ablation",
+                                           notes="the GRPO-trained model the pipeline rejected"))
         splits_hash = latest_metadata(context, "interaction_splits").get("content_hash")
         variant_rows, skipped = _variant_rows(context, splits_hash)
-        results += variant_rows
+        generators += variant_rows
+        if exclude_seen:  # the model assets' stored metrics keep repeats: rank every generator again without them
+            ranked_again, shown, by_checkpoint = {}, [], {}
+            for g in generators:
+                try:
+                    ranked_again[g.row] = _rank_excluding_seen(context, warehouse, splits, g, seen, by_checkpoint)
+                except NotRankable as exc:
+                    skipped[g.asset] = str(exc)
+                    continue
+                shown.append(g)
+            generators = shown
+            metrics_of = {row: m for row, (m, _) in ranked_again.items()}
+            test_ranks.update({row: r for row, (_, r) in ranked_again.items()})
+        else:
+            meta = {"recommender_grpo": grpo, "recommender_sft": sft}
+            metrics_of = {g.row: {split: _metrics(meta.get(g.asset) or latest_metadata(context, g.asset), split,
+                                                  g.prefix) for split in ("valid", "test")} for g in generators}
+            # slices: generators' test ranks from the ranks their assets stored
+            test_ranks.update(_stored_test_ranks(warehouse, generators))
+        results += [ModelResult(g.row, split, metrics_of[g.row][split], g.kind, notes=g.notes)
+                    for g in generators for split in ("valid", "test")]
         report = build_report(results)
-        # slices: every model's test ranks (baselines above; generators from the ranks their assets stored)
-        shown = [(v.row, v.asset, "policy" if v.stage == "grpo" else "shipped") for v in VARIANTS
-                 if v.asset not in skipped]
-        generators = [(main, "recommender_grpo", "shipped"), ("w/o GRPO (SFT)", "recommender_sft", "shipped")]
-        if grpo["kept"] == "sft":
-            generators.append(("GRPO policy (not shipped)", "recommender_grpo", "policy"))
-        test_ranks.update(_stored_test_ranks(warehouse, generators + shown))
         slices = slices_from_splits(splits, "test")
         slice_table = slice_metrics(slices, {m: slices["user_id"].map(r).fillna(0).astype("int64").to_numpy()
                                              for m, r in test_ranks.items()})
@@ -172,19 +242,24 @@ def evaluation_report(context: dg.AssetExecutionContext, config: EvaluationConfi
         prefix = stored_user_prefix(warehouse, sequence)
         chosen = sorted({s.user_id for s in test_samples})[: max(200, config.examples)]
         subset = [s for s in test_samples if s.user_id in set(chosen)]
-        recs = recommend(model, subset, k=5, user_prefix=prefix)
+        recs = recommend(model, subset, k=5, user_prefix=prefix,
+                         exclude=[seen["test"].get(s.user_id, ()) for s in subset] if exclude_seen else None)
         examples = example_users(splits, items, interests, {s.user_id: r for s, r in zip(subset, recs, strict=True)},
                                  n=config.examples, seed=config.seed, max_history=sequence.max_history)
         examples_md = examples_markdown(examples)
         report_md = report.to_markdown()
-        (out_dir / "report.md").write_text(f"# Evaluation\n\n{PROTOCOL}\n\n{report_md}\n\n{examples_md}\n")
+        (out_dir / "report.md").write_text(f"# Evaluation\n\n{protocol(exclude_seen)}\n\n{report_md}\n\n"
+                                           f"{examples_md}\n")
         for path in [*plots.values(), out_dir / "report.md"]:
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         best = report.best("ndcg@10", "valid")
         mlflow.log_metrics({_metric_key(r.model, r.split, k): v for r in results for k, v in r.metrics.items()})
         return dg.MaterializeResult(metadata=md({
             **run.metadata(),
-            "protocol": PROTOCOL,
+            "protocol": protocol(exclude_seen),
+            "exclude_seen": exclude_seen,
+            # targets the user had already seen: a miss for every model with exclude_seen (its cost)
+            "targets_in_history": repeats,
             "max_history": sequence.max_history,
             "table": dg.MetadataValue.md(report_md),
             "best_on_valid_ndcg@10": best.model,

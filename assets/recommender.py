@@ -138,16 +138,27 @@ def ranks_table(context_or_asset) -> str:
     return f"ranks_{asset}"
 
 
-def evaluate_with_ranks(module, dm, split: str) -> tuple[dict[str, float], pd.DataFrame]:
+def evaluate_with_ranks(module, dm, split: str,
+                        exclude: dict[str, tuple[str, ...]] | None = None) -> tuple[dict[str, float], pd.DataFrame]:
     """HR/NDCG@5/10 of ``module`` on ``split`` (full ranking, constrained beam) and the per-user rank of each
-    target (1-based within ``RANK_DEPTH`` or the beam, 0 = miss; ``which`` = "shipped")."""
+    target (1-based within ``RANK_DEPTH`` or the beam, 0 = miss; ``which`` = "shipped").
+
+    ``exclude``: item ids per user to remove from that user's ranking (``evaluation.protocol.seen_items``, the
+    report's ``exclude_seen``); each row is then decoded wider so ``RANK_DEPTH`` items remain
+    (``training.generator.rank_unseen``). ``None`` ranks as before.
+    """
     from evaluation.baselines import metrics_from_ranks, user_ranks
+    from evaluation.protocol import seen_indices
     from training.generator import rank_loader
 
     depth = min(RANK_DEPTH, module.config.beam_width)
-    ranked, targets = rank_loader(module, dm.loader(split), beam_width=module.config.beam_width, top_k=depth)
+    users = [s.user_id for s in dm.samples[split]]
+    index = {item: n for n, item in enumerate(module.vocab.item_ids)}
+    seen = None if exclude is None else seen_indices(exclude, users, index)
+    ranked, targets = rank_loader(module, dm.loader(split), beam_width=module.config.beam_width, top_k=depth,
+                                  exclude=seen)
     ranks = user_ranks(ranked, targets, depth)
-    frame = pd.DataFrame({"split": split, "user_id": pd.Series([s.user_id for s in dm.samples[split]], dtype="string"),
+    frame = pd.DataFrame({"split": split, "user_id": pd.Series(users, dtype="string"),
                           "rank": ranks.astype("int64"), "which": "shipped"})
     return metrics_from_ranks(ranks, ks=(5, 10)), frame
 

@@ -309,7 +309,14 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         row["user_id"] = args.user
     if args.interests:
         row["interests"] = [i.strip() for i in args.interests.split(";") if i.strip()]
-    out = model.predict(pd.DataFrame([row])).iloc[0]
+    params = None
+    if args.exclude_seen is not None:
+        schema = model.metadata.get_params_schema()
+        if schema is None or "exclude_seen" not in {p.name for p in schema.params}:
+            raise SystemExit(f"the champion of {args.model!r} was logged before the exclude_seen param; "
+                             "register a new version to use --exclude-seen / --no-exclude-seen")
+        params = {"exclude_seen": args.exclude_seen}
+    out = model.predict(pd.DataFrame([row]), params=params).iloc[0]
     titles = item_titles([*history[-5:], *out["item_ids"]])
     print(f"history ({len(history)} items), most recent last:")
     for item in history[-5:]:
@@ -349,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--user", help="a user id from the warehouse")
     rec.add_argument("--history", help="comma-separated item ids, most recent last")
     rec.add_argument("--interests", help="semicolon-separated interests to explain with")
+    rec.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
+                     help="leave the history's items out of the recommendations (default: as the champion was "
+                          "logged; off keeps repeats, for repeat-purchase domains)")
     rec.add_argument("--model", default="deepinterestgr")
     args = parser.parse_args(argv)
     commands = {"demo": cmd_demo, "run": cmd_run, "recover": cmd_recover, "status": cmd_status,

@@ -5,6 +5,10 @@ Input columns: ``history`` (list of item ids, most recent last), optional ``inte
 optional ``user_id`` (selects the user's interest tokens stored with the model). Output columns:
 ``item_ids`` (top-K, best first), ``scores`` (beam log-probabilities), ``explanations`` and
 ``unknown_items`` (history ids the model does not know; they are dropped before ranking).
+
+Params (``predict(..., params={...})``): ``exclude_seen`` (bool; default: the serving metadata's, logged with
+the model) leaves every item of the row's history out of its recommendations (the whole history given, not only
+the part the model reads); the row still gets K items whenever the catalogue has K items it has not seen.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import pandas as pd
 import torch
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
 
 from config_schema import from_mapping
@@ -37,6 +41,7 @@ CHECKPOINT_ARTIFACT = "checkpoint"
 METADATA_ARTIFACT = "metadata"
 INPUT_COLUMNS = ("history", "interests", "user_id")
 OUTPUT_COLUMNS = ("item_ids", "scores", "explanations", "unknown_items")
+PARAMS = ("exclude_seen",)
 _BATCH = 64  # the batch size of training.generator.recommend, so padding (and results) match it
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("and the for with from into that this your you are use used using of to in on a an or".split())
@@ -61,8 +66,12 @@ class ServingMetadata:
     item_interests: dict[str, list[str]] = field(default_factory=dict)
     user_prefix: dict[str, list[int]] = field(default_factory=dict)
     user_interests: dict[str, list[str]] = field(default_factory=dict)
+    #: the default of the ``exclude_seen`` param: leave the request's history out of its recommendations
+    exclude_seen: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.exclude_seen, bool):
+            raise ValueError(f"exclude_seen must be a bool, got {self.exclude_seen!r}")
         if self.k < 1 or self.beam_width < self.k or self.max_explanations < 0:
             raise ValueError(
                 f"need 1 <= k <= beam_width and max_explanations >= 0, got k={self.k}, "
@@ -77,8 +86,9 @@ class ServingMetadata:
         return from_mapping(cls, d, where="serving metadata")
 
 
-def model_signature() -> ModelSignature:
-    """Input/output schema of the pyfunc (list columns; ``interests`` and ``user_id`` optional)."""
+def model_signature(exclude_seen: bool = False) -> ModelSignature:
+    """Input/output schema of the pyfunc (list columns; ``interests`` and ``user_id`` optional) and its params
+    (``exclude_seen``, defaulting to the serving metadata's value)."""
     strings = Array(DataType.string)
     inputs = Schema([
         ColSpec(strings, "history"),
@@ -91,7 +101,22 @@ def model_signature() -> ModelSignature:
         ColSpec(strings, "explanations"),
         ColSpec(strings, "unknown_items"),
     ])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    params = ParamSchema([ParamSpec("exclude_seen", DataType.boolean, bool(exclude_seen))])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def _exclude_seen(params: Mapping[str, Any] | None, default: bool) -> bool:
+    """The ``exclude_seen`` param of a request (``default`` when absent); unknown params are an error."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise RecommendationInputError(f"unknown params {unknown}; the recommender takes {list(PARAMS)}")
+    value = params.get("exclude_seen", default)
+    if isinstance(value, np.bool_):
+        value = bool(value)
+    if not isinstance(value, bool):
+        raise RecommendationInputError(f"param 'exclude_seen' must be a bool, got {value!r}")
+    return value
 
 
 def _words(text: str) -> set[str]:
@@ -153,7 +178,8 @@ class DeepInterestGRModel(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
-        """Top-K recommendations per row; see the module docstring for the columns."""
+        """Top-K recommendations per row; see the module docstring for the columns and params."""
+        exclude_seen = _exclude_seen(params, self.meta.exclude_seen)
         frame = _as_frame(model_input)
         if "history" not in frame.columns:
             raise RecommendationInputError(f"model input needs a 'history' column, got columns {list(frame.columns)}")
@@ -173,12 +199,13 @@ class DeepInterestGRModel(mlflow.pyfunc.PythonModel):
             interests = _as_list(rec.get("interests"), "interests", i)
             if interests is None and user is not None:
                 interests = self.meta.user_interests.get(user)
-            # the history cap the model was trained with travels in its checkpoint
-            rows.append((user, known[-self.module.sequence.max_history :], unknown, interests))
+            # the history cap the model was trained with travels in its checkpoint; the whole history is seen
+            rows.append((user, known[-self.module.sequence.max_history :], unknown, interests, known))
 
-        ranked, scores = self._rank([u or "" for u, _, _, _ in rows], [known for _, known, _, _ in rows])
+        ranked, scores = self._rank([u or "" for u, *_ in rows], [known for _, known, *_ in rows],
+                                    exclude=[seen for *_, seen in rows] if exclude_seen else None)
         out = []
-        for (_, known, unknown, interests), items, row_scores in zip(rows, ranked, scores, strict=True):
+        for (_, known, unknown, interests, _), items, row_scores in zip(rows, ranked, scores, strict=True):
             out.append({
                 "item_ids": items,
                 "scores": row_scores,
@@ -187,8 +214,11 @@ class DeepInterestGRModel(mlflow.pyfunc.PythonModel):
             })
         return pd.DataFrame(out, columns=list(OUTPUT_COLUMNS))
 
-    def _rank(self, users: list[str], histories: list[list[str]]) -> tuple[list[list[str]], list[list[float]]]:
-        from training.generator import encode_histories
+    def _rank(self, users: list[str], histories: list[list[str]],
+              exclude: list[list[str]] | None = None) -> tuple[list[list[str]], list[list[float]]]:
+        """Top-K items and beam scores per row; ``exclude``: per row, item ids to leave out (the K are still
+        filled from the rest of the catalogue, ``training.generator.rank_unseen``)."""
+        from training.generator import encode_histories, rank_unseen
 
         vocab, k = self.module.vocab, self.meta.k
         beam_width = max(self.meta.beam_width, k)
@@ -196,8 +226,14 @@ class DeepInterestGRModel(mlflow.pyfunc.PythonModel):
         for start in range(0, len(users), _BATCH):
             batch = encode_histories(self.module, self.encoder, users[start : start + _BATCH],
                                      histories[start : start + _BATCH])
-            res = self.module.beam(batch, beam_width=beam_width, top_k=k)
-            for idx_row, score_row in zip(res.item_index.tolist(), res.scores.tolist(), strict=True):
+            if exclude is None:
+                res = self.module.beam(batch, beam_width=beam_width, top_k=k)
+                index_rows, score_rows = res.item_index.tolist(), res.scores.tolist()
+            else:
+                seen = [[self.encoder.item_index(i) for i in row] for row in exclude[start : start + _BATCH]]
+                index, found = rank_unseen(self.module, batch, seen, beam_width=beam_width, top_k=k, scores=True)
+                index_rows, score_rows = index.tolist(), found.tolist()
+            for idx_row, score_row in zip(index_rows, score_rows, strict=True):
                 found = [(vocab.item_ids[i], float(s)) for i, s in zip(idx_row, score_row, strict=True) if i >= 0]
                 items.append([item for item, _ in found])
                 scores.append([s for _, s in found])
@@ -258,12 +294,14 @@ def log_recommender(
     user_prefix: Mapping[str, Sequence[int]] | None = None,
     user_interests: Mapping[str, Sequence[str]] | None = None,
     max_explanations: int = 5,
+    exclude_seen: bool = False,
 ) -> ModelVersion:
     """Log the recommender as a pyfunc (in the active MLflow run, or a new one) and register a new version.
 
     The version carries ``lineage.<key>`` tags (e.g. dagster_run_id, semantic-ID hash, SFT/GRPO run ids),
     ``metric.<name>`` tags (``@`` written ``_at_``) read by :func:`serving.registry.promote`, and the
-    SHA-256 of the SID vocabulary and of the weights.
+    SHA-256 of the SID vocabulary and of the weights. ``exclude_seen`` is the default of the ``exclude_seen``
+    param (a request may override it).
     """
     from training.sequence_data import SampleEncoder
     from training.sid_vocab import SidVocab
@@ -281,6 +319,7 @@ def log_recommender(
         item_interests={str(i): [str(x) for x in v] for i, v in (item_interests or {}).items()},
         user_prefix={str(u): [int(t) for t in v] for u, v in (user_prefix or {}).items()},
         user_interests={str(u): [str(x) for x in v] for u, v in (user_interests or {}).items()},
+        exclude_seen=bool(exclude_seen),
     )
     with tempfile.TemporaryDirectory(prefix="digr-pyfunc-") as tmp:
         slim = Path(tmp) / "generator.ckpt"
@@ -302,6 +341,7 @@ def log_recommender(
             "digr.k": str(meta.k),
             "digr.beam_width": str(meta.beam_width),
             "digr.max_history": str(hp["sequence"]["max_history"]),
+            "digr.exclude_seen": str(meta.exclude_seen),
         }
         # log into the caller's run (e.g. the Dagster step's) when there is one; a failure marks our own run FAILED
         own_run = nullcontext() if mlflow.active_run() else mlflow.start_run(run_name=f"register-{name}")
@@ -310,7 +350,7 @@ def log_recommender(
                 name="recommender",
                 python_model=DeepInterestGRModel(),
                 artifacts={CHECKPOINT_ARTIFACT: str(slim), METADATA_ARTIFACT: str(meta_path)},
-                signature=model_signature(),
+                signature=model_signature(meta.exclude_seen),
                 input_example=pd.DataFrame({"history": [[example_item]]}),
                 pip_requirements=_requirements(),
                 registered_model_name=name,

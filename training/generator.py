@@ -522,13 +522,80 @@ def train_generator(
 # --------------------------------------------------------------------------- inference
 
 
-def rank_loader(module: GeneratorModule, loader: Any, **kw: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Ranked item indices [n, top_k] and target indices [n] over a loader of collated batches."""
-    ranked, targets = [], []
+def rank_loader(module: GeneratorModule, loader: Any, *, exclude: Sequence[Sequence[int]] | None = None,
+                **kw: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Ranked item indices [n, top_k] and target indices [n] over a loader of collated batches.
+
+    ``exclude``: per row of the loader (in order), item indices to leave out of that row's ranking (the user's
+    seen items); the rows are then ranked by :func:`rank_unseen` and still hold ``top_k`` items where the
+    catalogue has them. ``None`` (default) ranks exactly as before.
+    """
+    if exclude is not None and kw.get("beam_width") is None:
+        kw["beam_width"] = module.config.beam_width
+    if exclude is not None and kw.get("top_k") is None:
+        kw["top_k"] = module.config.eval_top_k
+    ranked, targets, start = [], [], 0
     for batch in loader:
-        ranked.append(module.rank(batch, **kw))
+        if exclude is None:
+            ranked.append(module.rank(batch, **kw))
+        else:
+            n = len(batch["target_index"])
+            ranked.append(rank_unseen(module, batch, exclude[start : start + n], **kw)[0])
+            start += n
         targets.append(batch["target_index"].numpy())
+    if exclude is not None and start != len(exclude):
+        raise ValueError(f"exclude has {len(exclude)} rows, the loader {start}")
     return np.concatenate(ranked), np.concatenate(targets)
+
+
+def rank_unseen(module: GeneratorModule, batch: dict[str, torch.Tensor], seen: Sequence[Sequence[int]], *,
+                beam_width: int, top_k: int, scores: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Top-``top_k`` item indices per row of ``batch`` with the row's ``seen`` item indices removed (and, with
+    ``scores``, their beam log-probabilities; -1 / -inf where fewer items exist).
+
+    A row is decoded ``beam_width + len(history)`` wide (the history the model reads, at most its cap), so
+    ``top_k`` items normally remain once its seen items are dropped; a row still short of them while the
+    catalogue has more is decoded again twice as wide, up to the whole catalogue. A row's width depends on its
+    own history only, so its ranking does not depend on the other rows of the batch. The removal is
+    :func:`evaluation.protocol.kept_columns`, the one the baselines' rankings go through.
+    """
+    from evaluation.protocol import kept_columns
+
+    n, n_items = len(seen), module.vocab.n_items
+    if n != len(next(iter(batch.values()))):
+        raise ValueError(f"seen has {n} rows, the batch {len(next(iter(batch.values())))}")
+    if scores and module.config.arch == "causal_lm_lora":
+        raise NotImplementedError("beam scores are not available for arch='causal_lm_lora'")
+    seen = [np.unique(np.asarray(s, dtype=np.int64)) for s in seen]
+    n_seen = np.fromiter((s.size for s in seen), dtype=np.int64, count=n)
+    need = np.minimum(top_k, n_items - n_seen)  # what the catalogue can give once the seen items are gone
+    base = max(beam_width, top_k)
+    width = np.minimum(n_items, base + np.minimum(n_seen, module.sequence.max_history))
+    width = np.maximum(width, top_k)
+    out_items = np.full((n, top_k), -1, dtype=np.int64)
+    out_scores = np.full((n, top_k), -np.inf) if scores else None
+    pending = np.arange(n)
+    while pending.size:
+        still = []
+        for w in np.unique(width[pending]):
+            rows = pending[width[pending] == w]
+            sub = batch if rows.size == n else {key: value[torch.as_tensor(rows)] for key, value in batch.items()}
+            if scores:
+                res = module.beam(sub, beam_width=int(w), top_k=int(w))
+                items, row_scores = res.item_index.cpu().numpy().astype(np.int64), res.scores.cpu().numpy()
+            else:
+                items, row_scores = module.rank(sub, beam_width=int(w), top_k=int(w)), None
+            cols = kept_columns(items, [seen[r] for r in rows], top_k)
+            got = (cols >= 0).sum(axis=1)
+            done = (got >= need[rows]) | (w >= n_items)
+            safe = np.maximum(cols, 0)
+            out_items[rows] = np.where(cols >= 0, np.take_along_axis(items, safe, axis=1), -1)
+            if scores:
+                out_scores[rows] = np.where(cols >= 0, np.take_along_axis(row_scores, safe, axis=1), -np.inf)
+            still.append(rows[~done])
+        pending = np.sort(np.concatenate(still))  # sorted: a full set of rows is the batch itself
+        width[pending] = np.minimum(n_items, 2 * width[pending])
+    return out_items, out_scores
 
 
 def recommend(
@@ -541,11 +608,14 @@ def recommend(
     user_prefix: dict[str, Sequence[int]] | None = None,
     batch_size: int = 64,
     beam_width: int | None = None,
+    exclude: Sequence[Sequence[str]] | None = None,
 ) -> list[list[str]]:
     """Top-``k`` recommended item ids per sample (best first) by constrained beam search.
 
     ``trie``/``vocab`` are checked against the module's own (which travel in its checkpoint) and must
-    describe the same vocabulary; decoding uses the module's.
+    describe the same vocabulary; decoding uses the module's. ``exclude``: per sample, item ids never to
+    recommend (e.g. everything the user has seen, not only the capped history the model reads); the lists
+    still hold ``k`` items where the catalogue has them (:func:`rank_unseen`).
     """
     vocab = vocab or module.vocab
     if vocab.vocab_size != module.vocab.vocab_size or vocab.item_ids != module.vocab.item_ids:
@@ -557,13 +627,20 @@ def recommend(
         raise ValueError(f"trie ({trie.n_items} items) was not built from the model's vocabulary")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if exclude is not None and len(exclude) != len(samples):
+        raise ValueError(f"exclude has {len(exclude)} entries for {len(samples)} samples")
     beam_width = max(beam_width or module.config.beam_width, k)
     encoder = SampleEncoder(vocab, user_prefix)
+    index = {item: i for i, item in enumerate(vocab.item_ids)}
     out: list[list[str]] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         batch = encode_histories(module, encoder, [s.user_id for s in chunk], [s.history for s in chunk])
-        ranked = module.rank(batch, beam_width=beam_width, top_k=k)
+        if exclude is None:
+            ranked = module.rank(batch, beam_width=beam_width, top_k=k)
+        else:
+            seen = [[index[i] for i in items if i in index] for items in exclude[start : start + batch_size]]
+            ranked, _ = rank_unseen(module, batch, seen, beam_width=beam_width, top_k=k)
         out.extend([[vocab.item_ids[i] for i in row if i >= 0] for row in ranked])
     return out
 

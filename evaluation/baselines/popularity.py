@@ -62,7 +62,8 @@ def run(inputs: BaselineInputs, settings: PopularitySettings) -> BaselineResult:
     splits = inputs.interaction_splits
     samples = build_samples(splits, max_history=inputs.max_history)
     index = inputs.item_index()
-    top = popularity_ranking(splits, list(inputs.item_ids), inputs.cutoff)
+    # rank_depth: the cut-off, deeper when seen items are excluded so the cut still has that many
+    top = popularity_ranking(splits, list(inputs.item_ids), inputs.rank_depth)
     metrics, ranks, users = {}, {}, {}
     for split in EVAL_SPLITS:
         rows = samples[split]
@@ -73,10 +74,11 @@ def run(inputs: BaselineInputs, settings: PopularitySettings) -> BaselineResult:
             raise BaselineError(f"popularity: {len(missing)} {split} target(s) are not in the item list, "
                                 f"e.g. {missing[:3]}")
         targets = np.asarray([index[s.target] for s in rows], dtype=np.int64)
-        metrics[split], ranks[split] = split_result(np.tile(top, (len(rows), 1)), targets, inputs)
         users[split] = tuple(s.user_id for s in rows)
+        metrics[split], ranks[split] = split_result(np.tile(top, (len(rows), 1)), targets, inputs, split=split,
+                                                    users=users[split])
     return BaselineResult(metrics=metrics, ranks=ranks, user_ids=users, cutoff=inputs.cutoff,
-                          info={"top_items": [inputs.item_ids[i] for i in top if i >= 0]})
+                          info={"top_items": [inputs.item_ids[i] for i in top[: inputs.cutoff] if i >= 0]})
 
 
 BASELINE = register(Baseline(

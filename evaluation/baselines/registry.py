@@ -9,7 +9,9 @@ the baselines in report order. A package outside this one can call :func:`regist
 Settings the caller decides for every model alike (the history cap, the seed, the accelerator) come in
 :class:`BaselineInputs`; a baseline names which of its settings fields they fill in ``from_inputs``. Those
 fields are **not configurable**: :meth:`Baseline.configurable_fields` leaves them out, a mapping that names
-one is an error, and :meth:`Baseline.evaluate` overwrites them on a settings object from the inputs.
+one is an error, and :meth:`Baseline.evaluate` overwrites them on a settings object from the inputs. Whether
+seen items are excluded (``BaselineInputs.exclude_seen``) is decided there too, and applied to every baseline
+alike by :func:`split_result`, the path every baseline's rankings take.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pkgutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from config_schema import SettingField, UnknownSettingError, from_mapping, is_settings_class, settings_fields
+from evaluation.protocol import exclude_seen_items, seen_indices, seen_items, split_targets
 from metrics.ranking import evaluate_rankings, target_ranks
 
 EVAL_SPLITS = ("valid", "test")
@@ -50,6 +54,9 @@ class BaselineInputs:
     ``max_history``: the generator's history cap; sequence baselines window histories with it.
     ``checkpoint_dir``: a root folder; :meth:`Baseline.evaluate` hands each baseline ``checkpoint_dir / key``.
     ``ks``: the cut-offs of HR@K / NDCG@K; per-user ranks are cut at ``max(ks)``.
+    ``exclude_seen``: every ranking has the user's seen items (:func:`evaluation.protocol.seen_items`) removed
+    before it is cut at ``cutoff``; a baseline ranks ``rank_depth`` items deep and hands its rows' users to
+    :func:`split_result`, which removes them (and :meth:`Baseline.evaluate` checks it did).
     """
 
     interaction_splits: pd.DataFrame
@@ -60,6 +67,7 @@ class BaselineInputs:
     checkpoint_dir: Path | None = None
     accelerator: str = "cpu"
     ks: tuple[int, ...] = DEFAULT_KS
+    exclude_seen: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "item_ids", tuple(str(i) for i in self.item_ids))
@@ -88,6 +96,25 @@ class BaselineInputs:
 
     def item_index(self) -> dict[str, int]:
         return {item: i for i, item in enumerate(self.item_ids)}
+
+    @cached_property
+    def _seen(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        return {split: seen_items(self.interaction_splits, split) for split in EVAL_SPLITS}
+
+    def seen(self, split: str, users: Sequence[str]) -> list[np.ndarray]:
+        """The seen items (indices into ``item_ids``) of each of ``users`` before their ``split`` target."""
+        if split not in EVAL_SPLITS:
+            raise BaselineError(f"split must be one of {EVAL_SPLITS}, got {split!r}")
+        return seen_indices(self._seen[split], users, self.item_index())
+
+    @property
+    def rank_depth(self) -> int:
+        """How deep a baseline ranks: ``cutoff``, or with ``exclude_seen`` ``cutoff`` + the longest seen set
+        (at most the catalogue), so ``cutoff`` items are left after the exclusion whenever the catalogue has them."""
+        if not self.exclude_seen:
+            return self.cutoff
+        longest = max((len(set(v)) for part in self._seen.values() for v in part.values()), default=0)
+        return min(len(self.item_ids), self.cutoff + longest)
 
 
 @dataclass(frozen=True)
@@ -224,7 +251,22 @@ class Baseline:
             raise BaselineError(f"baseline {self.key!r}: run returned {type(result).__name__}, not BaselineResult")
         if result.cutoff != inputs.cutoff:
             raise BaselineError(f"baseline {self.key!r}: ranks cut at {result.cutoff}, expected {inputs.cutoff}")
+        if inputs.exclude_seen:
+            self._check_excluded(inputs, result)
         return result
+
+    def _check_excluded(self, inputs: BaselineInputs, result: BaselineResult) -> None:
+        """With ``exclude_seen``, a target the user had already seen can never be ranked: a hit on one means
+        the baseline ranked without the exclusion (it must rank through :func:`split_result` with its users)."""
+        for split in EVAL_SPLITS:
+            targets = split_targets(inputs.interaction_splits, split)
+            seen = inputs._seen[split]
+            leaked = [u for u, r in zip(result.user_ids[split], result.ranks[split], strict=True)
+                      if r > 0 and targets.get(u) in set(seen.get(u, ()))]
+            if leaked:
+                raise BaselineError(f"baseline {self.key!r}: exclude_seen is set, but {len(leaked)} {split} user(s) "
+                                    f"have their already-seen target ranked (e.g. {leaked[:3]}); rank through "
+                                    "split_result(..., split=, users=) so seen items are removed")
 
 
 _REGISTRY: dict[str, Baseline] = {}
@@ -303,9 +345,20 @@ def metrics_from_ranks(ranks: Sequence[int] | np.ndarray, ks: Sequence[int] = DE
     return out
 
 
-def split_result(ranked: np.ndarray, targets: np.ndarray,
-                 inputs: BaselineInputs) -> tuple[dict[str, float], np.ndarray]:
-    """Metrics (via :func:`metrics.ranking.evaluate_rankings`) and per-user ranks of one split's rankings."""
+def split_result(ranked: np.ndarray, targets: np.ndarray, inputs: BaselineInputs, *, split: str | None = None,
+                 users: Sequence[str] | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics (via :func:`metrics.ranking.evaluate_rankings`) and per-user ranks of one split's rankings.
+
+    With ``inputs.exclude_seen`` each row's seen items are removed first
+    (:func:`evaluation.protocol.exclude_seen_items`; ``split`` and the rows' ``users`` are then required), and
+    the rows are cut at ``inputs.cutoff``: rank ``inputs.rank_depth`` deep so the cut still has that many.
+    """
     ranked = np.asarray(ranked, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
+    if inputs.exclude_seen:
+        if split is None or users is None:
+            raise BaselineError("exclude_seen is set: split_result needs the split and the rows' users")
+        if len(users) != len(ranked):
+            raise BaselineError(f"{len(users)} users for {len(ranked)} ranked rows")
+        ranked = exclude_seen_items(ranked, inputs.seen(split, [str(u) for u in users]), inputs.cutoff)
     return evaluate_rankings(ranked, targets, ks=inputs.ks), user_ranks(ranked, targets, inputs.cutoff)

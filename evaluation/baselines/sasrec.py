@@ -156,9 +156,10 @@ def run(inputs: BaselineInputs, settings: SASRecConfig) -> BaselineResult:
     module = trained.module.to(_device(settings.accelerator))
     metrics, ranks, users = {}, {}, {}
     for split in EVAL_SPLITS:
-        samples, ranked, targets = rank_split(module, inputs.interaction_splits, split, inputs.cutoff)
-        metrics[split], ranks[split] = split_result(ranked, targets, inputs)
+        # rank_depth: the cut-off, deeper when seen items are excluded so the cut still has that many
+        samples, ranked, targets = rank_split(module, inputs.interaction_splits, split, inputs.rank_depth)
         users[split] = tuple(s.user_id for s in samples)
+        metrics[split], ranks[split] = split_result(ranked, targets, inputs, split=split, users=users[split])
     info: dict[str, Any] = {
         "best_val_ndcg": float(trained.best_val_ndcg),
         "epochs": len(trained.history),
