@@ -54,6 +54,12 @@ PROFILES: dict[str, BenchProfile] = {
         description="2 CPU cores (`make bench`): three paired generator/codebook seeds, every model to early "
                     "stopping",
     ),
+    "cpu-large": BenchProfile(
+        name="cpu-large",
+        description="the `cpu` budget with the item-level generator at TIGER's size (4 layers, d_ff 1024, dropout "
+                    "0.2): does capacity close the gap to SASRec?",
+        item_recipe=(("num_encoder_layers", 4), ("d_ff", 1024), ("dropout", 0.2)),
+    ),
     "gpu": BenchProfile(
         name="gpu",
         description="one GPU where lent: 3 x 3 generator x codebook seeds, every model to early stopping",
