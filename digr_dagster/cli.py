@@ -20,6 +20,11 @@ def _instance():
     return DagsterInstance.get()
 
 
+#: the sizing profiles of ``digr run --size`` (training.sizing.PROFILES, spelled here so that parsing the command
+#: line does not import the library)
+SIZES = ("quick", "standard", "full")
+
+
 class LaunchError(Exception):
     """A job launch refused before any run was created (unknown job or asset, bad config); exit code 2."""
 
@@ -154,13 +159,17 @@ def _tracking_store_ok(command: str) -> bool:
     return True
 
 
-def _launch(command: str, job_name: str, config_paths: list[str], select: str | None = None):
+def _launch(command: str, job_name: str, config_paths: list[str], select: str | None = None,
+            size: str | None = None):
     """What ``digr demo`` and ``digr run`` share: (exit code, result or None, seconds)."""
     if not _tracking_store_ok(command):
         return 2, None, 0.0
     t0 = time.perf_counter()
     try:
-        result = run_job(job_name, load_run_config(config_paths), select)
+        run_config = load_run_config(config_paths)
+        if size:
+            run_config = sized_run_config_for(job_name, size, run_config)
+        result = run_job(job_name, run_config, select)
     except LaunchError as exc:
         print(f"digr {command}: {exc}", file=sys.stderr)
         return 2, None, 0.0
@@ -205,9 +214,140 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_size(run_config: dict) -> tuple[tuple[int, int, int] | None, str]:
+    """(interactions, users, items) of the run config's source for ``--size``, and where they come from.
+
+    The warehouse's ``interaction_splits`` (what training sees) when the warehouse's last ingestion read the
+    same source files with the same ``min_rating`` (the ``source_fingerprint`` in ``raw_interactions``'
+    metadata); otherwise the source's files streamed through its loader (rows before dedup and k-core, a
+    slight overestimate: the budgets only err towards cheaper). When the source cannot be read, the warehouse's
+    tables whatever their source; without those either, None: the profile's small-data values apply, and the
+    run's ingestion will report what is wrong with the source.
+    """
+    from digr_dagster import settings
+    from ingestion.errors import IngestionError
+    from ingestion.sources import SourceSpec, describe_source_files, iter_interaction_chunks
+
+    ops = run_config.get("ops") if isinstance(run_config.get("ops"), dict) else {}
+    entry = ops.get("ingest_source") if isinstance(ops.get("ingest_source"), dict) else {}
+    try:
+        values = dict(entry.get("config") or {})
+        if values.get("kind", "demo") == "demo" and not values.get("path"):
+            values["path"] = settings.demo_data_dir()  # as the ingest_source asset completes it
+        spec = SourceSpec(**values)
+        fingerprint = describe_source_files(spec).fingerprint
+    except (ValueError, TypeError, OSError) as exc:  # pydantic's ValidationError and IngestionError included
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        counted = _warehouse_size(None, None)
+        if counted:
+            return counted, f"the warehouse's interaction_splits; the configured source cannot be read: {reason}"
+        return None, f"the configured source cannot be read ({reason}) and the warehouse has no interaction_splits"
+    counted = _warehouse_size(fingerprint, spec.min_rating)
+    if counted:
+        return counted, "the warehouse's interaction_splits, this source's last ingestion"
+    users: set = set()
+    items: set = set()
+    rows = 0
+    try:
+        for chunk in iter_interaction_chunks(spec):
+            rows += len(chunk)
+            users.update(chunk["user_id"].unique().tolist())
+            items.update(chunk["item_id"].unique().tolist())
+    except (IngestionError, ValueError, OSError) as exc:
+        return None, f"the configured source cannot be read ({str(exc).strip().splitlines()[0]})"
+    return (rows, len(users), len(items)), "the source's files, not ingested yet: rows before dedup and k-core"
+
+
+def _warehouse_size(fingerprint: str | None, min_rating: float | None) -> tuple[int, int, int] | None:
+    """The warehouse's interaction_splits counts; with a ``fingerprint``, only when the last ingestion read that
+    source with that ``min_rating`` and the split is newer than it."""
+    import duckdb
+
+    from digr_dagster import settings
+
+    if not os.path.exists(settings.warehouse_path()):
+        return None
+    if fingerprint is not None:
+        if not os.environ.get("DAGSTER_HOME"):
+            return None
+        from dagster import AssetKey, DagsterInstance
+
+        with DagsterInstance.get() as instance:
+            raw = instance.get_latest_materialization_event(AssetKey("raw_interactions"))
+            split = instance.get_latest_materialization_event(AssetKey("interaction_splits"))
+        if raw is None or split is None or split.timestamp < raw.timestamp:
+            return None
+        metadata = raw.asset_materialization.metadata
+        read = getattr(metadata.get("source_fingerprint"), "value", None)
+        rating_filter = getattr(metadata.get("rating_filter"), "value", None) or {}
+        if read != fingerprint or rating_filter.get("min_rating") != min_rating:
+            return None
+    try:
+        con = duckdb.connect(settings.warehouse_path(), read_only=True)
+    except duckdb.Error:  # another process is writing it: count the source instead
+        return None
+    try:
+        if not con.execute("SELECT count(*) FROM information_schema.tables "
+                           "WHERE table_schema = 'main' AND table_name = 'interaction_splits'").fetchone()[0]:
+            return None
+        n, users, items = con.execute("SELECT count(*), count(DISTINCT user_id), count(DISTINCT item_id) "
+                                      "FROM interaction_splits").fetchone()
+    finally:
+        con.close()
+    return (int(n), int(users), int(items)) if n else None
+
+
+def sized_run_config_for(job_name: str, profile: str, run_config: dict,
+                         size: tuple[int, int, int] | None = None) -> dict:
+    """``run_config`` over the ``profile``'s budgets for the data (``training.sizing``): the sized values go
+    *under* it, so a value of the user's config files wins; only the job's ops are sized. ``size``
+    (interactions, users, items) skips counting (:func:`data_size`). Prints what it chose and why."""
+    from training.sizing import describe, sized_run_config
+
+    job = _job(job_name)
+    where = "counts given by the caller"
+    if size is None:
+        size, where = data_size(run_config)
+    if size is None:
+        print(f"digr run --size {profile}: {where}; sizing for small data. Ingest first "
+              "(`digr run ingest_new_files --config ...`) to size from the warehouse.")
+        counts = (0, 0, 0)
+    else:
+        counts = size
+        print(f"digr run --size {profile}: {counts[0]:,} interactions, {counts[1]:,} users, {counts[2]:,} items "
+              f"(from {where})")
+    ops = {node.name for node in job.nodes}
+    sized = {op: entry for op, entry in sized_run_config(profile, *counts).items() if op in ops}
+    user_ops = run_config.get("ops") if isinstance(run_config.get("ops"), dict) else {}
+    for line in describe(sized):
+        print(f"  {line}")
+    overridden = [f"{op}.{key}" for op, entry in sized.items() for key in _leaves(entry.get("config", {}))
+                  if _has_path((user_ops.get(op) or {}).get("config") if isinstance(user_ops.get(op), dict)
+                               else None, key.split("."))]
+    if overridden:
+        print(f"  your --config files set: {', '.join(overridden)} (their values are used)")
+    return _merge({"ops": sized}, run_config)
+
+
+def _leaves(config: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in config.items():
+        out += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return out
+
+
+def _has_path(config, path: list[str]) -> bool:
+    for key in path:
+        if not isinstance(config, dict) or key not in config:
+            return False
+        config = config[key]
+    return True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """Any job of the code location with a run config, as ``digr demo`` runs ``full_study``."""
-    code, result, elapsed = _launch("run", args.job, args.config, args.select)
+    """Any job of the code location with a run config, as ``digr demo`` runs ``full_study``; with ``--size``,
+    the training budgets sized to the data under the config files."""
+    code, result, elapsed = _launch("run", args.job, args.config, args.select, args.size)
     if result is None:
         return code
     assets = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()})
@@ -341,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="run config YAML; repeat to merge several, a later file overriding an earlier one")
     run.add_argument("--select", help="comma-separated asset keys of the job to materialise (default: all); "
                                       "config of the ops left out is ignored")
+    run.add_argument("--size", choices=SIZES,
+                     help="size the training budgets to the data (training/sizing.py): quick = a smoke run of "
+                          "minutes, standard = the nightly job on 100k interactions within about 30 min on 2 "
+                          "cores, full = the production defaults; values in --config files win")
     rec_ = sub.add_parser("recover", help="release runs whose process was killed (any launcher): mark them "
                                           "failed, free their pool slots, mark their MLflow runs KILLED")
     rec_.add_argument("--force", action="store_true",
