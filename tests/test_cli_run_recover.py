@@ -27,6 +27,7 @@ from digr_dagster.cli import main
 from digr_dagster.recovery import HOST_TAG, PID_TAG, pid_alive, recover
 from tests import fault_runner as fr
 from tests.fake_openai_server import FakeOpenAIServer
+from tests.test_cli import _dead_pid, tiny_job
 
 ROOT = Path(__file__).resolve().parents[1]
 # merged over deploy/demo_run_config.yaml: fewer users, and a 2-core split (the override must win)
@@ -82,21 +83,6 @@ def test_run_refuses_an_unknown_job_or_asset_listing_what_exists(digr_env):
 
 # --------------------------------------------------------------------------- recover: liveness rules
 
-
-@dg.op
-def noop():
-    return 1
-
-
-@dg.job
-def tiny_job():
-    noop()
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
 
 
 def _run(instance, status, *, pid: int | None = None, at: float | None = None, tags: dict | None = None):
