@@ -82,3 +82,20 @@ def loo_frame(sequences: dict[str, list[str]]) -> pd.DataFrame:
 def cycle_splits(n_items: int = 12, n_users: int = 36, length: int = 8) -> pd.DataFrame:
     """Every user walks the cycle i -> i+1 (mod n) from a different start: the next item is determined."""
     return loo_frame({f"u{u:02d}": [f"i{(u + t) % n_items:02d}" for t in range(length)] for u in range(n_users)})
+
+
+def write_shop_source(folder, metas: list[dict]) -> None:
+    """An Amazon 2018 source in ``folder``: every one of six users buys each item of ``metas`` (``asin`` I0, I1,
+    ...), one item per 100 s; ``metas`` are the items' metadata records."""
+    import gzip
+    import json
+
+    folder.mkdir()
+    with gzip.open(folder / "Shop.json.gz", "wt") as f:
+        for u in range(6):
+            for i in range(len(metas)):
+                f.write(json.dumps({"reviewerID": f"U{u}", "asin": f"I{i}", "overall": 5.0,
+                                    "unixReviewTime": 1500000000 + 100 * i + u}) + "\n")
+    with gzip.open(folder / "meta_Shop.json.gz", "wt") as f:
+        for meta in metas:
+            f.write(json.dumps(meta) + "\n")

@@ -6,7 +6,6 @@ asks the LLM nothing the second time."""
 
 from __future__ import annotations
 
-import gzip
 import json
 
 import dagster as dg
@@ -37,6 +36,7 @@ from mining.judges import JudgeSettings, LLMJudge, prepare_judge
 from mining.prompts import FEW_SHOT_SETS
 from mining.user_interests import UserInterestError, UserInterestSettings, summarise_user_interests
 from tests.fake_openai_server import FakeOpenAIServer
+from tests.helpers import write_shop_source
 
 STAGES = {  # asset: (its Dagster config, the library settings it is derived from)
     "item_captions": (CaptionConfig, CaptionSettings),
@@ -226,18 +226,9 @@ SYSTEM_OPENINGS = {"item_captions": "You describe product photos", "item_interes
 
 
 def _write_source(folder) -> None:
-    folder.mkdir()
-    with gzip.open(folder / "Shop.json.gz", "wt") as f:
-        for u in range(6):
-            for i in range(6):
-                f.write(json.dumps({"reviewerID": f"U{u}", "asin": f"I{i}", "overall": 5.0,
-                                    "unixReviewTime": 1500000000 + 100 * i + u}) + "\n")
-    with gzip.open(folder / "meta_Shop.json.gz", "wt") as f:
-        for i in range(6):
-            meta = {"asin": f"I{i}", "title": f"Thing {i}", "description": [f"A sturdy thing for job {i}."]}
-            if i < 4:
-                meta["imageURL"] = [f"http://images.example/I{i}.jpg"]
-            f.write(json.dumps(meta) + "\n")
+    metas = [{"asin": f"I{i}", "title": f"Thing {i}", "description": [f"A sturdy thing for job {i}."],
+              **({"imageURL": [f"http://images.example/I{i}.jpg"]} if i < 4 else {})} for i in range(6)]
+    write_shop_source(folder, metas)
 
 
 def _call_site(body: dict) -> str:

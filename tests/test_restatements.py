@@ -37,7 +37,7 @@ from mining.parsing import (  # noqa: E402
     restatement_reason,
 )
 from mining.quality import curated_restatement_share, rejected_answer_share  # noqa: E402
-from tests.helpers import minilm_embedder  # noqa: E402
+from tests.helpers import minilm_embedder, write_shop_source  # noqa: E402
 
 # ---------------------------------------------------------------- the rule
 
@@ -320,18 +320,9 @@ def test_movies_examples_are_not_restatements() -> None:
 
 def _write_source(folder) -> None:
     """Six items bought by six users (an Amazon 2018 source)."""
-    import gzip
-
-    folder.mkdir()
-    with gzip.open(folder / "Shop.json.gz", "wt") as f:
-        for u in range(6):
-            for i in range(6):
-                f.write(json.dumps({"reviewerID": f"U{u}", "asin": f"I{i}", "overall": 5.0,
-                                    "unixReviewTime": 1500000000 + 100 * i + u}) + "\n")
-    with gzip.open(folder / "meta_Shop.json.gz", "wt") as f:
-        for i, title in enumerate(["Garden Hose", "Pruning Shears", "Soil Meter", "Seed Tray", "Rain Barrel",
-                                   "Compost Bin"]):
-            f.write(json.dumps({"asin": f"I{i}", "title": title, "description": [f"Sturdy, for job {i}."]}) + "\n")
+    titles = ["Garden Hose", "Pruning Shears", "Soil Meter", "Seed Tray", "Rain Barrel", "Compost Bin"]
+    write_shop_source(folder, [{"asin": f"I{i}", "title": t, "description": [f"Sturdy, for job {i}."]}
+                               for i, t in enumerate(titles)])
 
 
 #: the scripted miner restates the first two items' titles ("the Garden Hose") and names a need for the others
