@@ -69,8 +69,7 @@ def train_sft(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence:
     training windows."""
     from evaluation.baselines import evaluate_popularity
     from training.generator import load_generator, train_generator
-    from training.item_generator import item_text_matrix
-    from training.sequence_data import SequenceDataModule, layout_of, user_interest_tokens
+    from training.sequence_data import SequenceDataModule, item_text_matrix, layout_of, user_interest_tokens
 
     vocab, _ = load_vocab(warehouse, sids, context)
     prefix = None

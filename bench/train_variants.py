@@ -92,8 +92,7 @@ def _run(job: dict) -> dict:
         epochs = len(res.history)
     else:
         from training.generator import GeneratorConfig, evaluate_generator, load_generator, train_generator
-        from training.item_generator import item_text_matrix
-        from training.sequence_data import SequenceDataModule, layout_of
+        from training.sequence_data import SequenceDataModule, item_text_matrix, layout_of
         from training.settings import SequenceSettings
         from training.sid_vocab import SidVocab
 

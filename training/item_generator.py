@@ -27,8 +27,6 @@ after each row's last item. A learned start position precedes every sequence, so
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
@@ -222,12 +220,3 @@ class ItemHeadDecoder:
 
     def select(self, rows: torch.Tensor) -> None:
         self.context = self.context[rows]
-
-
-def item_text_matrix(item_embeddings: Any, vocab: SidVocab) -> np.ndarray:
-    """Rows of the ``item_embeddings`` table (item_id, embedding) in ``vocab.item_ids`` order, as [n, dim]."""
-    by_item = dict(zip(item_embeddings["item_id"].astype(str), item_embeddings["embedding"], strict=True))
-    missing = [i for i in vocab.item_ids if i not in by_item]
-    if missing:
-        raise ValueError(f"{len(missing)} item(s) of the SID vocabulary have no embedding, e.g. {missing[:3]}")
-    return np.stack([np.asarray(by_item[i], dtype=np.float32) for i in vocab.item_ids])

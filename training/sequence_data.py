@@ -155,6 +155,15 @@ def interest_prefix_tokens(
     return out
 
 
+def item_text_matrix(item_embeddings: pd.DataFrame, vocab: SidVocab) -> np.ndarray:
+    """Rows of an item-embeddings table (item_id, embedding) in ``vocab.item_ids`` order, as [n_items, dim]."""
+    by_item = dict(zip(item_embeddings["item_id"].astype(str), item_embeddings["embedding"], strict=True))
+    missing = [i for i in vocab.item_ids if i not in by_item]
+    if missing:
+        raise ValueError(f"{len(missing)} item(s) of the SID vocabulary have no embedding, e.g. {missing[:3]}")
+    return np.stack([np.asarray(by_item[i], dtype=np.float32) for i in vocab.item_ids])
+
+
 def user_interest_tokens(
     interests: pd.DataFrame,
     item_embeddings: pd.DataFrame,
@@ -164,11 +173,7 @@ def user_interest_tokens(
 ) -> dict[str, list[int]]:
     """Interest tokens per user from the ``user_interests`` table (user_id, rank, interest; built from the
     training prefix only) and the item embeddings the SIDs were trained on (item_id, embedding)."""
-    by_item = dict(zip(item_embeddings["item_id"].astype(str), item_embeddings["embedding"], strict=True))
-    missing = [i for i in vocab.item_ids if i not in by_item]
-    if missing:
-        raise ValueError(f"{len(missing)} item(s) of the SID vocabulary have no embedding, e.g. {missing[:3]}")
-    item_matrix = np.stack([np.asarray(by_item[i], dtype=np.float32) for i in vocab.item_ids])
+    item_matrix = item_text_matrix(item_embeddings, vocab)
     ordered = interests.sort_values(["user_id", "rank"], kind="stable")
     texts = ordered["interest"].astype(str).tolist()
     vectors = encode(texts) if texts else np.zeros((0, item_matrix.shape[1]), np.float32)
