@@ -74,6 +74,17 @@ def item_captions(context: dg.AssetExecutionContext, config: CaptionConfig, ware
     }))
 
 
+def _mining_restatement_threshold(context: dg.AssetExecutionContext) -> tuple[float, str]:
+    """The restatement threshold item_interests was mined with (one setting: ItemMiningSettings'), and where
+    it came from; the library default for a materialisation that predates the recorded setting."""
+    from mining.parsing import RESTATEMENT_THRESHOLD
+
+    recorded = (latest_metadata(context, "item_interests", required=False) or {}).get("restatement_threshold")
+    if recorded is None:
+        return RESTATEMENT_THRESHOLD, "default (item_interests' materialisation does not record it)"
+    return float(recorded), "item_interests materialisation"
+
+
 def _problems_check(asset: str, problems: list[str], extra: dict | None = None) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         asset_key=asset, check_name=CONTRACT, passed=not problems,
@@ -159,6 +170,8 @@ def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig
             "domain": f"{domain.name} ({domain.source}, sha256 {domain.sha256[:12]})",
             "prompt_version": stats["prompt_version"],
             "seed": settings.seed,
+            # the judge applies the same rule to these descriptors: the setting travels with the data
+            "restatement_threshold": settings.restatement_threshold,
             "calls": stats["calls"],
             "cache_hits": stats["cache_hits"],
             "failures": stats["failures"],
@@ -206,6 +219,7 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
     settings = config.build(JudgeSettings)
     items = active_items(warehouse)
     interests = warehouse.read("item_interests", order_by="item_id, rank")
+    restatement_threshold, threshold_source = _mining_restatement_threshold(context)
     llm_backend = None
     if settings.judge == "llm":
         if not llm.judge:
@@ -218,7 +232,7 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
                                  cache=_warehouse_cache(warehouse))
 
     with mlflow_tracking.asset_run(context, params=to_mapping(settings)) as run:
-        rewards = label_interests(interests, items, judge, restatement_threshold=settings.restatement_threshold,
+        rewards = label_interests(interests, items, judge, restatement_threshold=restatement_threshold,
                                   max_descriptor_share=settings.max_descriptor_share)
         quality = item_quality(rewards, item_ids=items["item_id"].astype(str).tolist())
         labelled = load_labelled_descriptors()
@@ -226,7 +240,7 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
         problems = check_interest_rewards(rewards, item_ids=items["item_id"].astype(str),
                                           min_coverage=settings.min_coverage) + check_item_quality(quality)
         curated_share = float(rewards["label"].mean()) if len(rewards) else 0.0
-        restated = curated_restatement_share(rewards, items, threshold=settings.restatement_threshold,
+        restated = curated_restatement_share(rewards, items, threshold=restatement_threshold,
                                              max_share=settings.max_restatement_share)
         overridden = rewards[rewards["reason"].notna()]
         mlflow.log_metrics({"curated_share": curated_share, "mean_q": float(quality["q"].mean()),
@@ -241,6 +255,7 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
             **run.metadata(),
             "judge": judge.name,
             "seed": settings.seed,
+            "restatement_threshold": f"{restatement_threshold} ({threshold_source})",
             **({"llm_calls": judge.calls.stats()} if isinstance(judge, LLMJudge) else {}),
             "curated_share": round(curated_share, 4),
             # labelled 0 by a rule whatever the judge scored (restatements, catalogue-wide generic descriptors)

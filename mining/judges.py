@@ -72,9 +72,6 @@ class JudgeSettings:
     seed: int = field(default=0, metadata={
         "description": "Seed of the embedding judge's reference sample, the classifier's split and sample, "
                        "and the LLM judge's requests"})
-    restatement_threshold: float = field(default=RESTATEMENT_THRESHOLD, metadata={
-        "description": "Rejected whatever the judge says: a descriptor whose content words are at least this "
-                       "share title words (or that contains the title or copies the description)"})
     max_descriptor_share: float = field(default=0.05, metadata={
         "description": "Rejected whatever the judge says: a descriptor (normalised) on more than this share of "
                        f"the catalogue's items (and on at least {GENERIC_MIN_ITEMS})"})
@@ -90,8 +87,6 @@ class JudgeSettings:
                 raise ValueError(f"JudgeSettings.{name} must be a number, got {value!r}")
         if not 0.0 <= self.min_coverage <= 1.0:
             raise ValueError(f"JudgeSettings.min_coverage must be in [0, 1], got {self.min_coverage}")
-        if not 0.0 < self.restatement_threshold <= 1.0:
-            raise ValueError(f"JudgeSettings.restatement_threshold must be in (0, 1], got {self.restatement_threshold}")
         for name in ("max_descriptor_share", "max_restatement_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"JudgeSettings.{name} must be in [0, 1], got {getattr(self, name)}")

@@ -53,7 +53,7 @@ BEFORE = {
     "item_interests": {"seed": 0, "n_descriptors": None, "merge_similarity": 0.85, "min_coverage": 0.8,
                        "domain": "auto", "restatement_threshold": 0.6, "max_rejected_share": 0.2},
     "interest_rewards": {"judge": "embedding", "grounding_threshold": 0.2, "specificity_threshold": 0.15,
-                         "min_coverage": 0.5, "seed": 0, "restatement_threshold": 0.6, "max_descriptor_share": 0.05,
+                         "min_coverage": 0.5, "seed": 0, "max_descriptor_share": 0.05,
                          "max_restatement_share": 0.2},
     "user_interests": {"top_k": 5, "recency_half_life": 5.0, "recent_items": 20, "llm_summary": True, "seed": 0},
 }

@@ -4,6 +4,7 @@ descriptors, and the warning of the interest-quality checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -80,8 +81,8 @@ def test_restatement_threshold_is_a_setting() -> None:
                               threshold=0.5) == RESTATES_TITLE
     with pytest.raises(ValueError, match="restatement_threshold"):
         ItemMiningSettings(restatement_threshold=0.0)
-    with pytest.raises(ValueError, match="restatement_threshold"):
-        JudgeSettings(restatement_threshold=1.5)
+    # one definition: the judge applies the threshold the mining used (item_interests' metadata)
+    assert "restatement_threshold" not in {f.name for f in dataclasses.fields(JudgeSettings)}
 
 
 @pytest.mark.parametrize("descriptor, copied", [
@@ -347,7 +348,7 @@ def test_the_restatement_checks_warn_without_blocking(digr_env, tmp_path) -> Non
 
     _write_source(tmp_path / "src")
     ops = {"ingest_source": {"config": {"kind": "amazon2018", "path": str(tmp_path / "src")}},
-           "item_interests": {"config": {"n_descriptors": 1, "min_coverage": 0.5}}}
+           "item_interests": {"config": {"n_descriptors": 1, "min_coverage": 0.5, "restatement_threshold": 0.65}}}
     miner = MinerSpec(name="scripted", backend="openai", model="scripted-1", base_url="http://127.0.0.1:9/v1",
                       prompt_style="few_shot_phrase")
     resources = {"warehouse": Warehouse(), "mlflow_tracking": MlflowTracking(),
@@ -371,5 +372,9 @@ def test_the_restatement_checks_warn_without_blocking(digr_env, tmp_path) -> Non
     assert meta["failure_reasons"].data[RESTATES_TITLE] == 2
     failures = Warehouse().read("item_interest_failures")
     assert sorted(failures.loc[failures["reason"] == RESTATES_TITLE, "item_id"]) == ["I0", "I1"]
+    # one setting, one road: the judge applies the threshold the interests were mined with
+    assert meta["restatement_threshold"].value == 0.65
+    judged = result.asset_materializations_for_node("interest_rewards")[0].metadata
+    assert judged["restatement_threshold"].value == "0.65 (item_interests materialisation)"
     rewards = Warehouse().read("interest_rewards")
     assert "reason" in rewards.columns and set(rewards["item_id"]) == {"I2", "I3", "I4", "I5"}
