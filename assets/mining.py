@@ -21,6 +21,8 @@ from mining.user_interests import UserInterestSettings
 CONTRACT = "data_contract"
 #: non-blocking (WARN) checks: too many answers restated their item (mining), or curated restatements (judging)
 RESTATEMENTS = "restatements"
+#: WARN: the final labels disagree with a person's labels of this catalogue (JudgeSettings.own_labels)
+OWN_LABELS = "own_label_agreement"
 LLM_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
 
 # The stage configs are derived from the library's settings (one definition each, see config_schema); every
@@ -83,6 +85,23 @@ def _mining_restatement_threshold(context: dg.AssetExecutionContext) -> tuple[fl
     if recorded is None:
         return RESTATEMENT_THRESHOLD, "default (item_interests' materialisation does not record it)"
     return float(recorded), "item_interests materialisation"
+
+
+def _own_labels_check(agreement, min_agreement: float) -> dg.AssetCheckResult:
+    """WARN when the labels disagree with a person's on this catalogue; passes, saying so, when unmeasured."""
+    if agreement is None:
+        return dg.AssetCheckResult(asset_key="interest_rewards", check_name=OWN_LABELS, passed=True,
+                                   severity=dg.AssetCheckSeverity.WARN,
+                                   description="not measured: no own_labels file for this catalogue",
+                                   metadata={"measured": False})
+    low, high = agreement.interval
+    passed = agreement.accuracy >= min_agreement
+    return dg.AssetCheckResult(
+        asset_key="interest_rewards", check_name=OWN_LABELS, passed=passed, severity=dg.AssetCheckSeverity.WARN,
+        description=None if passed else
+        f"the labels agree with yours on {agreement.accuracy:.0%} of {agreement.n} descriptors (95% CI "
+        f"{low:.0%}-{high:.0%}), under {min_agreement:.0%}: try another judge or its thresholds",
+        metadata=md({"measured": True, "min_own_agreement": min_agreement, **agreement.metadata()}))
 
 
 def _problems_check(asset: str, problems: list[str], extra: dict | None = None) -> dg.AssetCheckResult:
@@ -206,12 +225,16 @@ def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig
                                    description="labels in {0,1}, confidence and q in [0,1], coverage"),
                  dg.AssetCheckSpec(RESTATEMENTS, asset="interest_rewards", blocking=False,
                                    description="WARN: share of curated descriptors that restate their item's "
-                                               "title or description, at most max_restatement_share")],
+                                               "title or description, at most max_restatement_share"),
+                 dg.AssetCheckSpec(OWN_LABELS, asset="interest_rewards", blocking=False,
+                                   description="WARN: the final labels agree with a person's labels of this "
+                                               "catalogue (own_labels) at least min_own_agreement")],
     description="Each descriptor labelled 1 (specific, grounded) or 0 by a judge; item quality "
                 "q = Σc·l / Σc in table item_quality.",
 )
 def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardConfig, warehouse: Warehouse,
                      llm: LLMMiners, text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking):
+    from mining.judge_agreement import load_own_labels, measure_agreement
     from mining.judges import LLMJudge, evaluate_judge, item_quality, label_interests, prepare_judge
     from mining.labelled_descriptors import load_labelled_descriptors
     from mining.quality import check_interest_rewards, check_item_quality, curated_restatement_share
@@ -220,6 +243,9 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
     items = active_items(warehouse)
     interests = warehouse.read("item_interests", order_by="item_id, rank")
     restatement_threshold, threshold_source = _mining_restatement_threshold(context)
+    # a bad labels file fails here, before anything is judged or written
+    own = (load_own_labels(settings.own_labels, set(items["item_id"].astype(str)))
+           if settings.own_labels else None)
     llm_backend = None
     if settings.judge == "llm":
         if not llm.judge:
@@ -243,6 +269,9 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
         restated = curated_restatement_share(rewards, items, threshold=restatement_threshold,
                                              max_share=settings.max_restatement_share)
         overridden = rewards[rewards["reason"].notna()]
+        agreement = None if own is None else measure_agreement(
+            own, rewards, items, judge, restatement_threshold=restatement_threshold,
+            max_descriptor_share=settings.max_descriptor_share)
         mlflow.log_metrics({"curated_share": curated_share, "mean_q": float(quality["q"].mean()),
                             "labelled_set_accuracy": accuracy, "rule_rejected": len(overridden),
                             "curated_restatement_share": restated.share})
@@ -266,6 +295,9 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
             "items_with_curated": int((quality["n_curated"] > 0).sum()),
             "labelled_set_accuracy": round(accuracy, 4),
             "labelled_set_size": len(labelled),
+            **(agreement.metadata() if agreement else
+               {"own_labels": "none: the judge is measured on the shipped retail set only (label a sample of "
+                              "this catalogue with `digr label-sample`, then set own_labels)"}),
             **extra,
             "content_hash": frame_hash(rewards),
             "lineage": upstream_lineage(context, "item_interests"),
@@ -275,6 +307,7 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
         yield _problems_check("interest_rewards", [])
         yield _restatement_check("interest_rewards", restated, "curated_restatements",
                                  "{share:.1%} of the curated descriptors restate their item (over {max_share:.0%})")
+        yield _own_labels_check(agreement, settings.min_own_agreement)
 
 
 @dg.asset(

@@ -77,6 +77,13 @@ class JudgeSettings:
                        f"the catalogue's items (and on at least {GENERIC_MIN_ITEMS})"})
     max_restatement_share: float = field(default=0.2, metadata={
         "description": "Warning (non-blocking check): share of curated descriptors that restate their item"})
+    own_labels: str | None = field(default=None, metadata={
+        "description": "CSV of descriptors of YOUR catalogue labelled 1/0 by a person (`digr label-sample` "
+                       "writes one to fill in): the judge's agreement is then measured on your data, not only "
+                       "on the shipped retail set"})
+    min_own_agreement: float = field(default=0.7, metadata={
+        "description": "Warning (non-blocking check): agreement with own_labels below which the judge's "
+                       "labels (and the rewards built on them) should not be trusted for this catalogue"})
 
     def __post_init__(self) -> None:
         if self.judge not in JUDGES:
@@ -87,7 +94,9 @@ class JudgeSettings:
                 raise ValueError(f"JudgeSettings.{name} must be a number, got {value!r}")
         if not 0.0 <= self.min_coverage <= 1.0:
             raise ValueError(f"JudgeSettings.min_coverage must be in [0, 1], got {self.min_coverage}")
-        for name in ("max_descriptor_share", "max_restatement_share"):
+        if self.own_labels is not None and not str(self.own_labels).strip():
+            raise ValueError("JudgeSettings.own_labels must be a file path or None, got an empty string")
+        for name in ("max_descriptor_share", "max_restatement_share", "min_own_agreement"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"JudgeSettings.{name} must be in [0, 1], got {getattr(self, name)}")
 

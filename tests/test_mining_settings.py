@@ -54,7 +54,7 @@ BEFORE = {
                        "domain": "auto", "restatement_threshold": 0.6, "max_rejected_share": 0.2},
     "interest_rewards": {"judge": "embedding", "grounding_threshold": 0.2, "specificity_threshold": 0.15,
                          "min_coverage": 0.5, "seed": 0, "max_descriptor_share": 0.05,
-                         "max_restatement_share": 0.2},
+                         "max_restatement_share": 0.2, "own_labels": None, "min_own_agreement": 0.7},
     "user_interests": {"top_k": 5, "recency_half_life": 5.0, "recent_items": 20, "llm_summary": True, "seed": 0},
 }
 

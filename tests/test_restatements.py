@@ -19,6 +19,7 @@ from mining.backends import ChatRequest, Completion, MinerConfig  # noqa: E402
 from mining.call_cache import MemoryCallCache  # noqa: E402
 from mining.domains import MOVIES, RETAIL  # noqa: E402
 from mining.item_mining import ItemMiningSettings, mine_item_interests  # noqa: E402
+from mining.judge_agreement import label_sample  # noqa: E402
 from mining.judges import (  # noqa: E402
     GENERIC_ACROSS_CATALOGUE,
     EmbeddingJudge,
@@ -378,3 +379,35 @@ def test_the_restatement_checks_warn_without_blocking(digr_env, tmp_path) -> Non
     assert judged["restatement_threshold"].value == "0.65 (item_interests materialisation)"
     rewards = Warehouse().read("interest_rewards")
     assert "reason" in rewards.columns and set(rewards["item_id"]) == {"I2", "I3", "I4", "I5"}
+
+    # the judge measured on this catalogue: unmeasured says so; a person's labels that all disagree warn
+    own_check = checks[("interest_rewards", "own_label_agreement")]
+    assert own_check.passed and own_check.metadata["measured"].value is False
+    assert judged["own_labels"].value.startswith("none: the judge is measured on the shipped retail set only")
+    items = Warehouse().read("items")
+    sample = label_sample(rewards, items, n=4, seed=0)
+    assert len(sample) == 4 and sample["label"].isna().all()
+    labels_file = tmp_path / "labels.csv"
+    sample.assign(label=1 - sample["pipeline_label"]).to_csv(labels_file, index=False)
+    rejudge = {"ops": {"interest_rewards": {"config": {"own_labels": str(labels_file)}}}}
+    with dg.DagsterInstance.get() as instance:
+        again = dg.materialize([interest_rewards], instance=instance, resources=resources, run_config=rejudge)
+    assert again.success  # WARN only
+    own_check = next(e.asset_check_evaluation_data for e in again.all_events
+                     if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                     and e.asset_check_evaluation_data.check_name == "own_label_agreement")
+    assert not own_check.passed and own_check.severity == dg.AssetCheckSeverity.WARN
+    assert own_check.metadata["own_labels_agreement"].value == 0.0
+    assert own_check.metadata["own_labels_matched_rows"].value == 4
+    assert "agree with yours on 0% of 4 descriptors" in own_check.description
+    # a broken labels file fails the step naming the row, and the stored rewards stay as they were
+    before = Warehouse().read("interest_rewards", order_by="item_id, rank")
+    sample.assign(label=["1", "yes", "0", "1"]).to_csv(labels_file, index=False)
+    with dg.DagsterInstance.get() as instance:
+        broken = dg.materialize([interest_rewards], instance=instance, resources=resources, run_config=rejudge,
+                                raise_on_error=False)
+    assert not broken.success
+    error = next(e.event_specific_data.error.to_string() for e in broken.all_events
+                 if e.event_type_value == "STEP_FAILURE")
+    assert "label must be 1 or 0, got 'yes' (labelled row 2" in error
+    pd.testing.assert_frame_equal(Warehouse().read("interest_rewards", order_by="item_id, rank"), before)
