@@ -14,6 +14,7 @@ from digr_dagster.resources.mlflow_tracking import MlflowTracking
 from digr_dagster.resources.models import LLMMiners, TextEncoderResource
 from digr_dagster.resources.warehouse import Warehouse
 from mining.captions import CaptionSettings
+from mining.domains import Domain
 from mining.item_mining import ItemMiningSettings
 from mining.judges import JudgeSettings
 from mining.user_interests import UserInterestSettings
@@ -76,15 +77,17 @@ def item_captions(context: dg.AssetExecutionContext, config: CaptionConfig, ware
     }))
 
 
-def _mining_restatement_threshold(context: dg.AssetExecutionContext) -> tuple[float, str]:
-    """The restatement threshold item_interests was mined with (one setting: ItemMiningSettings'), and where
-    it came from; the library default for a materialisation that predates the recorded setting."""
+def _as_mined(context: dg.AssetExecutionContext) -> tuple[float, Domain, str]:
+    """What item_interests was mined with and the later stages apply too (one setting, one road): the
+    restatement threshold, the prompt domain (its summary and judge prompts), and where they came from —
+    the library defaults for a materialisation that predates the recorded settings."""
+    from mining.domains import RETAIL, load_domain
     from mining.parsing import RESTATEMENT_THRESHOLD
 
-    recorded = (latest_metadata(context, "item_interests", required=False) or {}).get("restatement_threshold")
-    if recorded is None:
-        return RESTATEMENT_THRESHOLD, "default (item_interests' materialisation does not record it)"
-    return float(recorded), "item_interests materialisation"
+    meta = latest_metadata(context, "item_interests", required=False) or {}
+    if meta.get("restatement_threshold") is None or meta.get("domain_spec") is None:
+        return RESTATEMENT_THRESHOLD, RETAIL, "defaults (item_interests' materialisation does not record them)"
+    return float(meta["restatement_threshold"]), load_domain(meta["domain_spec"]), "item_interests materialisation"
 
 
 def _own_labels_check(agreement, min_agreement: float) -> dg.AssetCheckResult:
@@ -191,6 +194,7 @@ def item_interests(context: dg.AssetExecutionContext, config: ItemInterestConfig
             "seed": settings.seed,
             # the judge applies the same rule to these descriptors: the setting travels with the data
             "restatement_threshold": settings.restatement_threshold,
+            "domain_spec": domain.name if domain.source == "built-in" else domain.source,
             "calls": stats["calls"],
             "cache_hits": stats["cache_hits"],
             "failures": stats["failures"],
@@ -242,7 +246,7 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
     settings = config.build(JudgeSettings)
     items = active_items(warehouse)
     interests = warehouse.read("item_interests", order_by="item_id, rank")
-    restatement_threshold, threshold_source = _mining_restatement_threshold(context)
+    restatement_threshold, domain, mined_source = _as_mined(context)
     # a bad labels file fails here, before anything is judged or written
     own = (load_own_labels(settings.own_labels, set(items["item_id"].astype(str)))
            if settings.own_labels else None)
@@ -255,7 +259,7 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
             raise dg.Failure(f"the llm resource's judge {llm.judge!r} is not a configured miner: {sorted(backends)}")
         llm_backend = backends[llm.judge]
     judge, extra = prepare_judge(settings, text_encoder.get().encode, interests, items, llm_backend=llm_backend,
-                                 cache=_warehouse_cache(warehouse))
+                                 cache=_warehouse_cache(warehouse), domain=domain)
 
     with mlflow_tracking.asset_run(context, params=to_mapping(settings)) as run:
         rewards = label_interests(interests, items, judge, restatement_threshold=restatement_threshold,
@@ -284,7 +288,8 @@ def interest_rewards(context: dg.AssetExecutionContext, config: InterestRewardCo
             **run.metadata(),
             "judge": judge.name,
             "seed": settings.seed,
-            "restatement_threshold": f"{restatement_threshold} ({threshold_source})",
+            "restatement_threshold": f"{restatement_threshold} ({mined_source})",
+            "domain": f"{domain.name} ({mined_source})",
             **({"llm_calls": judge.calls.stats()} if isinstance(judge, LLMJudge) else {}),
             "curated_share": round(curated_share, 4),
             # labelled 0 by a rule whatever the judge scored (restatements, catalogue-wide generic descriptors)
@@ -331,8 +336,9 @@ def user_interests(context: dg.AssetExecutionContext, config: UserInterestConfig
     rewards = warehouse.read("interest_rewards")
     # the summary phrase comes from the first miner, its calls cached like every LLM call
     backend = llm.backends()[0] if settings.llm_summary else None
+    _, domain, mined_source = _as_mined(context)  # the summary prompt speaks the mining domain's words
     out = summarise_user_interests(splits, rewards, settings, backend=backend, cache=_warehouse_cache(warehouse),
-                                   embed=text_encoder.get().encode)
+                                   embed=text_encoder.get().encode, domain=domain)
     problems = check_user_interests(out)
     # leakage guard: the history size behind every user's interests is at most their training prefix
     prefix = train_prefix(splits, recent_items=settings.recent_items).groupby("user_id").size()
@@ -349,6 +355,7 @@ def user_interests(context: dg.AssetExecutionContext, config: UserInterestConfig
         "users_with_interests": int(out["user_id"].nunique()),
         "users": int(users),
         "llm_summaries": int((out["source"] == "llm_summary").sum()),
+        "domain": f"{domain.name} ({mined_source})",
         "settings": to_mapping(settings),
         "content_hash": frame_hash(out),
         "lineage": upstream_lineage(context, "interaction_splits", "interest_rewards"),

@@ -377,6 +377,7 @@ def test_the_restatement_checks_warn_without_blocking(digr_env, tmp_path) -> Non
     assert meta["restatement_threshold"].value == 0.65
     judged = result.asset_materializations_for_node("interest_rewards")[0].metadata
     assert judged["restatement_threshold"].value == "0.65 (item_interests materialisation)"
+    assert meta["domain_spec"].value == "retail" and judged["domain"].value == "retail (item_interests materialisation)"
     rewards = Warehouse().read("interest_rewards")
     assert "reason" in rewards.columns and set(rewards["item_id"]) == {"I2", "I3", "I4", "I5"}
 
