@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 # PID_TAG is re-exported: tests/fault_runner.py and older callers import both from here
 from digr_dagster.recovery import PID_TAG, release_orphaned_runs  # noqa: F401
@@ -469,6 +470,28 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label_sample(args: argparse.Namespace) -> int:
+    """A sample of this catalogue's judged descriptors to label by hand (then set interest_rewards' own_labels)."""
+    from digr_dagster.resources.warehouse import Warehouse
+    from mining.judge_agreement import label_sample
+
+    warehouse = Warehouse()
+    for table in ("interest_rewards", "items"):
+        if not warehouse.exists(table):
+            raise SystemExit(f"no {table} table in the warehouse: materialise interest_rewards first")
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise SystemExit(f"{out} exists (it may hold your labels): pass --force to overwrite it")
+    sample = label_sample(warehouse.read("interest_rewards"), warehouse.read("items"), n=args.n, seed=args.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sample.to_csv(out, index=False)
+    print(f"wrote {len(sample)} descriptors to {out} ({int(sample['pipeline_label'].sum())} curated by the judge). "
+          "Fill the `label` column with 1 (a specific need this item serves) or 0 (vague, a restatement, or "
+          "wrong), leave rows blank to skip them, then rerun interest_rewards with config "
+          f"`own_labels: {out.resolve()}`")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="digr", description="DeepInterestGR command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -504,9 +527,15 @@ def main(argv: list[str] | None = None) -> int:
                      help="leave the history's items out of the recommendations (default: as the champion was "
                           "logged; off keeps repeats, for repeat-purchase domains)")
     rec.add_argument("--model", default="deepinterestgr")
+    lab = sub.add_parser("label-sample", help="write judged descriptors of your catalogue to a CSV to label by "
+                                              "hand: the judge's agreement is then measured on your data")
+    lab.add_argument("--out", default="judge_labels.csv")
+    lab.add_argument("--n", type=int, default=60, help="descriptors (half curated, half rejected where possible)")
+    lab.add_argument("--seed", type=int, default=0)
+    lab.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = parser.parse_args(argv)
     commands = {"demo": cmd_demo, "run": cmd_run, "recover": cmd_recover, "status": cmd_status,
-                "recommend": cmd_recommend}
+                "recommend": cmd_recommend, "label-sample": cmd_label_sample}
     return commands[args.command](args)
 
 

@@ -127,3 +127,25 @@ def _check_fresh_rows(judge: EmbeddingJudge) -> None:
     assert fresh.loc[fresh["descriptor"] == "the Rain Barrel", "reason"].tolist() == [RESTATES_TITLE]
     expected = [1, 0, int(fresh.loc[fresh["descriptor"] != "the Rain Barrel", "label"].iloc[0])]
     assert agreement.accuracy == pytest.approx(np.mean(np.array(expected) == own["label"].to_numpy()))
+
+
+def test_digr_label_sample_writes_a_file_to_fill_in_and_never_overwrites_labels(digr_env, tmp_path) -> None:
+    from digr_dagster.cli import main
+    from digr_dagster.resources.warehouse import Warehouse
+
+    out = tmp_path / "labels.csv"
+    with pytest.raises(SystemExit, match="no interest_rewards table in the warehouse"):
+        main(["label-sample", "--out", str(out)])
+    Warehouse().replace({"interest_rewards": _rewards(5, 5), "items": ITEMS})
+    assert main(["label-sample", "--out", str(out), "--n", "6"]) == 0
+    written = pd.read_csv(out)
+    assert list(written.columns) == SAMPLE_COLUMNS and len(written) == 6 and written["label"].isna().all()
+    assert written["pipeline_label"].sum() == 3
+    out.write_text(out.read_text().replace(",,", ",,1", 1))  # the user starts labelling
+    kept = out.read_text()
+    with pytest.raises(SystemExit, match="pass --force to overwrite it"):
+        main(["label-sample", "--out", str(out)])
+    assert out.read_text() == kept
+    # the filled file loads as the judge's own labels
+    written.assign(label=written["pipeline_label"]).to_csv(out, index=False)
+    assert len(load_own_labels(out, set(ITEMS["item_id"]))) == 6
