@@ -154,18 +154,20 @@ def _mining_requests():
     from digr_dagster.resources.models import LLMMiners
     from digr_dagster.resources.warehouse import Warehouse
     from mining.call_cache import DuckDBCallCache
-    from mining.item_mining import item_mining_requests
-    from mining.prompts import PROMPT_VERSION
+    from mining.domains import load_domain
+    from mining.item_mining import item_mining_requests, mining_prompt_version
     from warehouse.catalogue import active_items, with_captions
 
     warehouse = Warehouse()
     items = with_captions(warehouse, active_items(warehouse))
     cache = DuckDBCallCache(warehouse.database)
+    # the domain item_interests resolves for this run's source ("auto" on the RecBole Scientific files: retail)
+    domain = load_domain("auto", source_kind=base_ops()["ingest_source"]["config"]["kind"])
     out = []
     for cfg in LLMMiners().miner_configs():
         cfg = dataclasses.replace(cfg, n_descriptors=N_DESCRIPTORS)
-        out.append((cfg, item_mining_requests(items, cfg, seed=MINING_SEED)))
-    return out, cache, PROMPT_VERSION, len(items)
+        out.append((cfg, item_mining_requests(items, cfg, seed=MINING_SEED, domain=domain)))
+    return out, cache, mining_prompt_version(domain), len(items)
 
 
 def cmd_export_llm(args: argparse.Namespace) -> int:
