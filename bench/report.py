@@ -409,6 +409,29 @@ def slice_table(models: Sequence[ModelRuns], split_file: Mapping, split: str = "
     return _table(head, rows)
 
 
+def variance_table(models: Sequence[ModelRuns], split: str = "test") -> str | None:
+    """Markdown: how far NDCG@10 moves when only the generator seed varies (codebook held) and when only the
+    RQ-VAE seed varies (generator seed held), per model; None when no model has either kind of run pair."""
+    head = ["model", "varies", "held", "runs", f"{split} NDCG@10", "min – max", "range / mean"]
+    rows = []
+    for m in models:
+        recs = [run.record for run in m.runs if run.record.codebook_seed is not None]
+        for varies, held_by, label in (("generator seed", "codebook_seed", "codebook"),
+                                       ("codebook seed", "seed", "generator")):
+            for held in sorted({getattr(r, held_by) for r in recs}):
+                group = sorted((r for r in recs if getattr(r, held_by) == held),
+                               key=lambda r: r.codebook_seed if held_by == "seed" else r.seed)
+                if len(group) < 2:
+                    continue
+                values = [r.metrics[split]["ndcg@10"] for r in group]
+                mean = float(np.mean(values))
+                seeds = ",".join(str(r.codebook_seed if held_by == "seed" else r.seed) for r in group)
+                rows.append([m.model, f"{varies} {seeds}", f"{label} {held}", str(len(group)),
+                             _mean_std_cell(values), f"{_num(min(values))} – {_num(max(values))}",
+                             f"{100 * (max(values) - min(values)) / mean:.1f}%" if mean else "–"])
+    return _table(head, rows) if rows else None
+
+
 def _slice_label(name: str, value: str) -> str:
     if name == "all":
         return "all users"
@@ -455,6 +478,10 @@ def render(results_dir: Path = RESULTS_DIR, *, references: Sequence[str] = REFER
             if skipped:
                 text += "\n\n" + "\n".join(f"- {n}" for n in skipped)
             out.append(text + "\n\n" + source)
+        variance = variance_table(models)
+        if variance:
+            out.append("#### Variance sources, test: the generator seed vs the RQ-VAE (codebook) seed\n\n"
+                       + variance + "\n\n" + source)
         for digest in sorted(split_files):
             on_split = [m for m in models if m.split_hash == digest]
             label = f" (split `{digest}`)" if len(split_files) > 1 else ""

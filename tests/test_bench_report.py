@@ -357,3 +357,23 @@ def test_a_deterministic_model_is_compared_with_a_mean(tmp_path):
     assert "most-popular (deterministic)" in text
     compared = _section(text, "#### Paired comparisons, test")
     assert _row(compared, "most-popular", "TIGER-style")  # a row, not a "not compared" note
+
+
+def test_variance_sources_by_hand(results_dir):
+    # the fixture pairs seed = codebook seed: nothing varies alone, so no variance table
+    assert "#### Variance sources" not in report.render(results_dir)
+    # TIGER-style generator seed 0 on codebooks 1 and 2 too
+    append(_record("TIGER-style", 0, test=[1, 1, 0, 0, 0, 0], codebook_seed=1), "gpu", results_dir)
+    append(_record("TIGER-style", 0, test=[0, 0, 0, 0, 0, 0], codebook_seed=2), "gpu", results_dir)
+    table = _section(report.render(results_dir), "#### Variance sources")
+    # codebooks 0, 1, 2 under generator 0: (1 + 0.5 + L3)/6 = 0.355155, 2/6, 0 -> mean 0.229496
+    values = [(1.5 + L3) / 6, 2 / 6, 0.0]
+    row = _row(table, "TIGER-style", "codebook seed 0,1,2")
+    assert row[2:] == ["generator 0", "3", f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}",
+                       f"0.0000 – {values[0]:.4f}", f"{100 * values[0] / np.mean(values):.1f}%"]
+    # generators 0, 1 under codebook 1: 2/6 and (1 + 2 L3)/6; generators 0, 2 under codebook 2: 0 and 0.25
+    row = _row(table, "TIGER-style", "generator seed 0,1")
+    pair = [2 / 6, (1 + 2 * L3) / 6]
+    assert row[2:5] == ["codebook 1", "2", f"{np.mean(pair):.4f} ± {np.std(pair, ddof=1):.4f}"]
+    assert _row(table, "TIGER-style", "generator seed 0,2")[2] == "codebook 2"
+    assert "DeepInterestGR" not in table and "SASRec" not in table
