@@ -101,7 +101,8 @@ def _run(job: dict) -> dict:
                                     history_text=variant.history_text is not None)
         vocab = SidVocab.from_frame(pd.read_parquet(tables / f"{variant.sids}{job['sid_suffix']}.parquet")
                                     .sort_values("item_id"))
-        text = (item_text_matrix(pd.read_parquet(tables / f"{variant.history_text}{job['sid_suffix']}.parquet"), vocab)
+        # the text embeddings do not depend on the RQ-VAE seed: no codebook suffix
+        text = (item_text_matrix(pd.read_parquet(tables / f"{variant.history_text}.parquet"), vocab)
                 if variant.history_text else None)
         dm = SequenceDataModule.for_settings(splits, vocab, sequence, batch_size=job["batch_size"], eval_batch_size=512,
                                              seed=job["seed"], user_prefix=_tokens(tables, variant.tokens),
