@@ -99,6 +99,8 @@ def ingest_source(context: dg.AssetExecutionContext, config: SourceConfig, wareh
     t0 = time.perf_counter()
     results: dict[str, object] = {}
 
+    written: dict[str, object] = {}
+
     def validate(con, staged: dict[str, str]) -> None:
         items = con.execute(f'SELECT * FROM "{staged["items"]}"').df()
         inter = con.execute(f'SELECT * FROM "{staged["raw_interactions"]}"').df()
@@ -107,6 +109,10 @@ def ingest_source(context: dg.AssetExecutionContext, config: SourceConfig, wareh
         failed = [r for r in results.values() if not r.success]
         if failed:
             raise ContractViolation(failed[0])
+        # the metadata describes exactly the staged tables that get swapped in (any warehouse backend)
+        written["preview"] = con.execute(f'SELECT * FROM "{staged["items"]}" ORDER BY item_id LIMIT 5').df()
+        written["users"] = con.execute(
+            f'SELECT count(DISTINCT user_id) FROM "{staged["raw_interactions"]}"').fetchall()[0][0]
 
     read = InteractionCounts()
     try:
@@ -126,9 +132,7 @@ def ingest_source(context: dg.AssetExecutionContext, config: SourceConfig, wareh
     common = {"source_kind": spec.kind, "source_fingerprint": files["fingerprint"],
               "source_files": dg.MetadataValue.json(files["files"]),
               "ingest_seconds": round(time.perf_counter() - t0, 3)}
-    with warehouse.connect() as con:
-        preview = con.execute("SELECT * FROM items ORDER BY item_id LIMIT 5").df()
-        n_users = con.execute("SELECT count(DISTINCT user_id) FROM raw_interactions").fetchall()[0][0]
+    preview, n_users = written["preview"], written["users"]
     yield dg.MaterializeResult(
         asset_key="items",
         metadata={**common, "dagster/row_count": counts["items"],
@@ -154,10 +158,9 @@ def ingest_source(context: dg.AssetExecutionContext, config: SourceConfig, wareh
     description="Deduplicated, k-core filtered, chronological leave-one-out split per user.",
 )
 def interaction_splits(context: dg.AssetExecutionContext, config: SplitConfig, warehouse: Warehouse):
-    with warehouse.connect() as con:
-        # rowid is the order the loader streamed the rows in: the split breaks timestamp ties by it
-        raw = con.execute("SELECT * FROM raw_interactions ORDER BY rowid").df()
-        items = con.execute("SELECT * FROM items").df()
+    # rowid is the order the loader streamed the rows in: the split breaks timestamp ties by it
+    raw = warehouse.read("raw_interactions", order_by="rowid")
+    items = warehouse.read("items")
     split = config.build(SplitSettings)
     splits, stats = split_interactions(raw, split, known_items=items["item_id"], warn=False)
     if stats.tie_warning:

@@ -38,7 +38,7 @@ def _warehouse_cache(warehouse: Warehouse):
     """The LLM call cache every call site of this module shares (a table in the warehouse)."""
     from mining.call_cache import DuckDBCallCache
 
-    return DuckDBCallCache(warehouse.database)
+    return DuckDBCallCache(warehouse.call_cache_path)  # a local file also beside an s3:// warehouse
 
 
 @dg.asset(

@@ -160,7 +160,7 @@ def _mining_requests():
 
     warehouse = Warehouse()
     items = with_captions(warehouse, active_items(warehouse))
-    cache = DuckDBCallCache(warehouse.database)
+    cache = DuckDBCallCache(warehouse.call_cache_path)
     # the domain item_interests resolves for this run's source ("auto" on the RecBole Scientific files: retail)
     domain = load_domain("auto", source_kind=base_ops()["ingest_source"]["config"]["kind"])
     out = []
@@ -446,7 +446,7 @@ def cmd_import_llm(args: argparse.Namespace) -> int:
     from mining.call_cache import DuckDBCallCache
     from mining.offline_batch import import_answers
 
-    n = import_answers(args.file, DuckDBCallCache(Warehouse().database))
+    n = import_answers(args.file, DuckDBCallCache(Warehouse().call_cache_path))
     print(f"imported {n} answers into the call cache")
     return 0
 

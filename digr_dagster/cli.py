@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 # PID_TAG is re-exported: tests/fault_runner.py and older callers import both from here
@@ -177,21 +178,30 @@ def _launch(command: str, job_name: str, config_paths: list[str], select: str | 
     return (0 if result.success else 1), result, time.perf_counter() - t0
 
 
-def _summary() -> str:
-    import duckdb
+def _warehouse():
+    """The configured warehouse (a DuckDB file or s3://...), None when it is a file not created yet."""
+    from digr_dagster import settings
+    from warehouse import is_object_store_url, open_warehouse
 
+    location = settings.warehouse_path()
+    if not is_object_store_url(location) and not os.path.exists(location):
+        return None
+    return open_warehouse(location, cache_dir=settings.warehouse_cache_dir())
+
+
+def _summary() -> str:
     from digr_dagster import settings
 
-    lines = ["", "Built (DuckDB warehouse " + settings.warehouse_path() + "):"]
-    con = duckdb.connect(settings.warehouse_path(), read_only=True)
-    try:
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema='main' ORDER BY 1").fetchall()]
-        for t in tables:
-            n = con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0]
-            lines.append(f"  {t:<28} {n:>10,} rows")
-    finally:
-        con.close()
+    lines = ["", "Built (warehouse " + settings.warehouse_path() + "):"]
+    from warehouse import table_row_count
+
+    warehouse = _warehouse()
+    if warehouse is not None:
+        with warehouse.connect(read_only=True) as con:
+            tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                                "WHERE table_schema = 'main' ORDER BY 1").fetchall()]
+            for t in tables:
+                lines.append(f"  {t:<28} {table_row_count(con, t):>10,} rows")
     lines += [
         "",
         f"MLflow tracking: {settings.mlflow_tracking_uri()}",
@@ -264,9 +274,8 @@ def _warehouse_size(fingerprint: str | None, min_rating: float | None) -> tuple[
     source with that ``min_rating`` and the split is newer than it."""
     import duckdb
 
-    from digr_dagster import settings
-
-    if not os.path.exists(settings.warehouse_path()):
+    warehouse = _warehouse()
+    if warehouse is None:
         return None
     if fingerprint is not None:
         if not os.environ.get("DAGSTER_HOME"):
@@ -283,18 +292,16 @@ def _warehouse_size(fingerprint: str | None, min_rating: float | None) -> tuple[
         rating_filter = getattr(metadata.get("rating_filter"), "value", None) or {}
         if read != fingerprint or rating_filter.get("min_rating") != min_rating:
             return None
+    from warehouse import table_exists
+
     try:
-        con = duckdb.connect(settings.warehouse_path(), read_only=True)
-    except duckdb.Error:  # another process is writing it: count the source instead
+        with warehouse.connect(read_only=True) as con:
+            if not table_exists(con, "interaction_splits"):
+                return None
+            n, users, items = con.execute("SELECT count(*), count(DISTINCT user_id), count(DISTINCT item_id) "
+                                          "FROM interaction_splits").fetchone()
+    except duckdb.Error:  # another process is writing the DuckDB file: count the source instead
         return None
-    try:
-        if not con.execute("SELECT count(*) FROM information_schema.tables "
-                           "WHERE table_schema = 'main' AND table_name = 'interaction_splits'").fetchone()[0]:
-            return None
-        n, users, items = con.execute("SELECT count(*), count(DISTINCT user_id), count(DISTINCT item_id) "
-                                      "FROM interaction_splits").fetchone()
-    finally:
-        con.close()
     return (int(n), int(users), int(items)) if n else None
 
 
@@ -401,16 +408,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def user_history(user_id: str) -> list[str]:
     """A user's whole known history from the warehouse, oldest first (for serving, not evaluation)."""
-    import duckdb
+    from warehouse import table_exists
 
-    from digr_dagster import settings
-
-    con = duckdb.connect(settings.warehouse_path(), read_only=True)
-    try:
+    warehouse = _warehouse()
+    with nullcontext(None) if warehouse is None else warehouse.connect(read_only=True) as con:
+        if con is None or not table_exists(con, "interaction_splits"):
+            raise SystemExit("no interaction_splits in the warehouse: run `make demo` (or ingest your data) first")
         rows = con.execute("SELECT item_id FROM interaction_splits WHERE user_id = ? ORDER BY position",
                            [user_id]).fetchall()
-    finally:
-        con.close()
     if not rows:
         raise SystemExit(f"unknown user {user_id!r}: not in interaction_splits")
     return [r[0] for r in rows]
@@ -418,18 +423,16 @@ def user_history(user_id: str) -> list[str]:
 
 def item_titles(item_ids: list[str]) -> dict[str, str]:
     """Titles from the warehouse for display; empty when the warehouse is not there."""
-    import duckdb
+    from warehouse import table_exists
 
-    from digr_dagster import settings
-
-    if not os.path.exists(settings.warehouse_path()):
+    warehouse = _warehouse()
+    if warehouse is None:
         return {}
-    con = duckdb.connect(settings.warehouse_path(), read_only=True)
-    try:
+    with warehouse.connect(read_only=True) as con:
+        if not table_exists(con, "items"):
+            return {}
         rows = con.execute("SELECT item_id, title FROM items WHERE item_id IN (SELECT unnest(?))",
                            [list(item_ids)]).fetchall()
-    finally:
-        con.close()
     return dict(rows)
 
 
@@ -442,6 +445,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if bool(args.user) == bool(args.history):
         raise SystemExit("give exactly one of --user or --history")
+    if args.precomputed:
+        return recommend_precomputed(args)
     history = user_history(args.user) if args.user else [h for h in args.history.split(",") if h]
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri())
     model = mlflow.pyfunc.load_model(f"models:/{args.model}@champion")
@@ -467,6 +472,39 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         print(f"{rank:>3}. {item}  {titles.get(item, '')}  (log-prob {score:.3f})")
     if len(out["explanations"]):
         print("because of: " + "; ".join(map(str, out["explanations"])))
+    return 0
+
+
+def recommend_precomputed(args: argparse.Namespace) -> int:
+    """``digr recommend --user U --precomputed``: the user's top-K from the batch-scored ``user_recommendations``
+    table when it holds them for the current champion (and the asked ``--exclude-seen``), else ranked online by
+    the champion as without the flag (``serving.batch_scoring.recommend_user``)."""
+    import mlflow
+
+    from digr_dagster import settings
+    from serving.batch_scoring import load_model, recommend_user, resolve_model
+
+    if not args.user or args.interests:
+        raise SystemExit("--precomputed serves a known --user from the batch-scored table (without --interests)")
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri())
+    try:
+        ref = resolve_model(mlflow.MlflowClient(), args.model, "champion")
+    except LookupError as exc:
+        raise SystemExit(str(exc)) from exc
+    warehouse = _warehouse()
+    if warehouse is None:
+        raise SystemExit("no warehouse yet: run `make demo` (or ingest your data) first")
+    with warehouse.connect(read_only=True) as con:
+        served = recommend_user(con, args.user, model=lambda: load_model(ref), history=lambda: user_history(args.user),
+                                model_version=ref.version, exclude_seen=args.exclude_seen)
+    where = ("batch-scored table user_recommendations" if served.source == "table"
+             else "ranked online: the batch-scored table does not hold this user for this champion")
+    titles = item_titles(served.item_ids)
+    print(f"recommended for {args.user} by {ref.name} v{ref.version} ({where}):")
+    for rank, (item, score) in enumerate(zip(served.item_ids, served.scores, strict=True), start=1):
+        print(f"{rank:>3}. {item}  {titles.get(item, '')}  (log-prob {score:.3f})")
+    if served.explanations:
+        print("because of: " + "; ".join(served.explanations))
     return 0
 
 
@@ -527,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="leave the history's items out of the recommendations (default: as the champion was "
                           "logged; off keeps repeats, for repeat-purchase domains)")
     rec.add_argument("--model", default="deepinterestgr")
+    rec.add_argument("--precomputed", action="store_true",
+                     help="with --user: serve the nightly batch-scored top-K (table user_recommendations) when it "
+                          "holds the user for the current champion, else rank online")
     lab = sub.add_parser("label-sample", help="write judged descriptors of your catalogue to a CSV to label by "
                                               "hand: the judge's agreement is then measured on your data")
     lab.add_argument("--out", default="judge_labels.csv")

@@ -16,7 +16,14 @@ def digr_home() -> Path:
 
 
 def warehouse_path() -> str:
+    """The warehouse location: a DuckDB file path (default ``<DIGR_HOME>/warehouse.duckdb``) or
+    ``s3://bucket/prefix`` for Parquet tables on S3-compatible storage (``$DIGR_WAREHOUSE``)."""
     return os.environ.get("DIGR_WAREHOUSE", str(digr_home() / "warehouse.duckdb"))
+
+
+def warehouse_cache_dir() -> Path:
+    """Local cache of an object-store warehouse's Parquet parts and staged writes (``$DIGR_WAREHOUSE_CACHE``)."""
+    return Path(os.environ.get("DIGR_WAREHOUSE_CACHE", str(digr_home() / "warehouse_cache"))).resolve()
 
 
 def mlflow_tracking_uri() -> str:

@@ -68,10 +68,15 @@ def _write_lock(con: duckdb.DuckDBPyConnection) -> threading.RLock:
         return _WRITE_LOCKS.setdefault(path or ":memory:", threading.RLock())
 
 
-def _ident(name: str) -> str:
-    if not _IDENT.match(name):
+def check_table_name(name: str) -> str:
+    """``name`` when it is a plain table name (letters, digits, underscores); a ``ValueError`` naming it otherwise."""
+    if not isinstance(name, str) or not _IDENT.match(name):
         raise ValueError(f"invalid table name {name!r}: use letters, digits and underscores")
-    return f'"{name}"'
+    return name
+
+
+def _ident(name: str) -> str:
+    return f'"{check_table_name(name)}"'
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
@@ -175,3 +180,53 @@ def replace_table(
 ) -> int:
     """Replace one table atomically; see :func:`replace_tables`."""
     return replace_tables(con, {name: data}, validate=validate)[name]
+
+
+class DuckDBWarehouse:
+    """The embedded warehouse, one DuckDB file, with the interface of
+    :class:`warehouse.object_store.ObjectStoreWarehouse` (``read``, ``exists``, ``replace``, ``connect``).
+
+    One writer per file across processes (DuckDB's file lock); writers of one process are serialised."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+
+    def __repr__(self) -> str:
+        return f"DuckDBWarehouse({self.path!r})"
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if not read_only:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with connection(self.path, read_only=read_only) as con:
+            yield con
+
+    def table_names(self) -> list[str]:
+        with self.connect() as con:
+            rows = con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+                               "ORDER BY table_name").fetchall()
+        return [r[0] for r in rows if not r[0].endswith(STAGING_SUFFIX)]
+
+    def exists(self, name: str) -> bool:
+        check_table_name(name)
+        with self.connect() as con:
+            return table_exists(con, name)
+
+    def row_count(self, name: str) -> int:
+        with self.connect() as con:
+            if not table_exists(con, name):
+                raise KeyError(f"warehouse table {name!r} does not exist; materialise its asset first")
+            return table_row_count(con, name)
+
+    def read(self, name: str, *, order_by: str | None = None) -> pd.DataFrame:
+        with self.connect() as con:
+            return read_table(con, name, order_by=order_by)
+
+    def replace(
+        self,
+        tables: Mapping[str, pd.DataFrame | Iterable[pd.DataFrame]],
+        *,
+        validate: Callable[[duckdb.DuckDBPyConnection, Mapping[str, str]], None] | None = None,
+    ) -> dict[str, int]:
+        with self.connect() as con:
+            return replace_tables(con, tables, validate=validate)
