@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from assets.common import active_items, frame_hash, md, preview, sha256_file, upstream_lineage, with_captions
-from config_schema import to_mapping
+from config_schema import flat_mapping, to_mapping
 from digr_dagster import settings
 from digr_dagster.config_models import dagster_config
 from digr_dagster.resources.mlflow_tracking import MlflowTracking, lightning_logger
@@ -81,13 +81,19 @@ def train_semantic_ids(context: dg.AssetExecutionContext, rq_config: RQVAEConfig
                        mlflow_tracking: MlflowTracking, *, source: str, target: str, check: str):
     """RQ-VAE on the vectors in ``source``; SIDs into ``target`` only when unique (blocking ``check``).
     The checkpoint carries ``rq_config`` (seed included); its settings are in metadata and MLflow params."""
+    from assets.recommender import worker_node_done
     from training.codebook_health import codebook_health
+    from training.distributed import is_main_node
     from training.rqvae import train_rqvae
     from training.semantic_ids import SemanticIdTable, assign_suffixes
 
     emb = warehouse.read(source, order_by="item_id")
     x = np.stack([np.asarray(v, dtype=np.float32) for v in emb["embedding"]])
-    params = {**to_mapping(rq_config), "n_items": len(emb), "input_dim": int(x.shape[1]), "source": source}
+    if not is_main_node():  # another machine of a multi-node run: train alongside node 0, write nothing
+        # the same callbacks as node 0 (its checkpoint folder is the one every rank uses; only node 0 writes)
+        train_rqvae(x, rq_config, checkpoint_dir=Path(settings.checkpoints_dir()) / "rqvae" / "worker", num_threads=1)
+        raise worker_node_done(context)
+    params = {**flat_mapping(rq_config), "n_items": len(emb), "input_dim": int(x.shape[1]), "source": source}
     with mlflow_tracking.asset_run(context, params=params) as run:
         ckpt_dir = Path(settings.checkpoints_dir()) / "rqvae" / run.run_id
         result = train_rqvae(x, rq_config, checkpoint_dir=ckpt_dir,

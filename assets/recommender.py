@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 
 from assets.common import frame_hash, latest_metadata, md, sha256_file, upstream_lineage
-from config_schema import to_mapping
+from config_schema import flat_mapping, to_mapping
 from digr_dagster import settings
 from digr_dagster.config_models import dagster_config
 from digr_dagster.resources.mlflow_tracking import MlflowTracking, lightning_logger
@@ -55,6 +55,21 @@ def _run_key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _model_settings(settings) -> dict:
+    """The settings that decide a model, for its resume key: how many processes train it does not (a run may
+    resume on another number), so a run's key is the one it had before the setting existed."""
+    return {k: v for k, v in to_mapping(settings).items() if k != "distributed"}
+
+
+def worker_node_done(context: dg.AssetExecutionContext) -> dg.Failure:
+    """What a step on node > 0 of a multi-node run raises once it has trained: node 0 writes the checkpoint,
+    MLflow and the warehouse, and this step records no materialisation (and is not retried)."""
+    import os
+
+    return dg.Failure(f"{context.asset_key.to_user_string()}: this step ran as DDP worker node "
+                      f"{os.environ.get('NODE_RANK')}; node 0 writes the results", allow_retries=False)
+
+
 def _content_hashes(context, *names) -> list:
     lineage = upstream_lineage(context, *names)
     return [(n, (lineage[n] or {}).get("content_hash")) for n in names]
@@ -68,6 +83,7 @@ def train_sft(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence:
     checkpoint carries ``gen`` and ``sequence``; ``gen.seed`` seeds the model, the trainer and the order of the
     training windows."""
     from evaluation.baselines import evaluate_popularity
+    from training.distributed import is_main_node
     from training.generator import load_generator, train_generator
     from training.sequence_data import SequenceDataModule, item_text_matrix, layout_of, user_interest_tokens
 
@@ -86,8 +102,12 @@ def train_sft(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence:
     upstream = _content_hashes(context, *inputs)
     trained_with = {"generator": to_mapping(gen), "sequence": to_mapping(sequence)}
     # same inputs + settings → same folder, so a killed run resumes from its last checkpoint
-    ckpt_dir = settings.checkpoints_dir() / context.asset_key.to_user_string() / _run_key(trained_with, upstream)
-    params = {**to_mapping(gen), **to_mapping(sequence), "vocab_size": vocab.vocab_size, "n_items": vocab.n_items,
+    run_key = _run_key({"generator": _model_settings(gen), "sequence": trained_with["sequence"]}, upstream)
+    ckpt_dir = settings.checkpoints_dir() / context.asset_key.to_user_string() / run_key
+    if not is_main_node():  # another machine of a multi-node run: train alongside node 0, write nothing
+        train_generator(dm, vocab, gen, sequence=sequence, checkpoint_dir=ckpt_dir, resume=True, item_text=item_text)
+        raise worker_node_done(context)
+    params = {**flat_mapping(gen), **to_mapping(sequence), "vocab_size": vocab.vocab_size, "n_items": vocab.n_items,
               "sids": sids}
     with mlflow_tracking.asset_run(context, params=params) as run:
         result = train_generator(dm, vocab, gen, sequence=sequence, checkpoint_dir=ckpt_dir, resume=True,
@@ -209,6 +229,7 @@ def train_grpo_stage(context: dg.AssetExecutionContext, grpo_config: GRPOConfig,
                      mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
     """GRPO from the current ``recommender_sft`` checkpoint, whose vocabulary and sequence settings build the
     windows; ``grpo_config.seed`` orders them. Shared by ``recommender_grpo`` and its q-term ablation."""
+    from training.distributed import is_main_node
     from training.generator import load_generator
     from training.grpo import train_grpo
     from training.sequence_data import SequenceDataModule
@@ -225,8 +246,11 @@ def train_grpo_stage(context: dg.AssetExecutionContext, grpo_config: GRPOConfig,
     quality = warehouse.read("item_quality")
     q = dict(zip(quality["item_id"].astype(str), quality["q"].astype(float), strict=True))
     ckpt_dir = (settings.checkpoints_dir() / context.asset_key.to_user_string()
-                / _run_key(to_mapping(grpo_config), sha256_file(sft_path)))
-    params = {**_flat(to_mapping(grpo_config)), **{f"sequence_{k}": v for k, v in to_mapping(sequence).items()}}
+                / _run_key(_model_settings(grpo_config), sha256_file(sft_path)))
+    if not is_main_node():  # another machine of a multi-node run: train alongside node 0, write nothing
+        train_grpo(sft_path, dm, vocab, q, grpo_config, checkpoint_dir=ckpt_dir)
+        raise worker_node_done(context)
+    params = {**flat_mapping(grpo_config), **{f"sequence_{k}": v for k, v in to_mapping(sequence).items()}}
     with mlflow_tracking.asset_run(context, params=params) as run:
         result = train_grpo(sft_path, dm, vocab, q, grpo_config,
                             logger=lightning_logger(run, mlflow_tracking.experiment_name), checkpoint_dir=ckpt_dir)
@@ -266,17 +290,6 @@ def train_grpo_stage(context: dg.AssetExecutionContext, grpo_config: GRPOConfig,
             "sft_run_id": sft_event.run_id,
             "lineage": upstream_lineage(context, "interaction_splits", "recommender_sft", "interest_rewards"),
         }))
-
-
-def _flat(values: dict, prefix: str = "") -> dict:
-    """Nested settings as flat MLflow params (``reward.alpha`` → ``reward_alpha``)."""
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}_"))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 @dg.asset(

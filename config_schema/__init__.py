@@ -120,6 +120,22 @@ def to_mapping(settings: Any) -> dict[str, Any]:
     raise TypeError(f"{settings!r} is not a settings object")
 
 
+def flat_mapping(settings: Any) -> dict[str, Any]:
+    """:func:`to_mapping` in one level, nested settings joined by ``_`` (``reward.alpha`` → ``reward_alpha``), for
+    stores of flat key-value pairs such as MLflow params."""
+
+    def flatten(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if isinstance(value, dict):
+                out.update(flatten(value, f"{prefix}{key}_"))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    return flatten(to_mapping(settings), "")
+
+
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) or isinstance(value, BaseModel):
         return to_mapping(value)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,11 +42,19 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
-from config_schema import from_mapping, to_mapping
+from config_schema import flat_mapping, from_mapping, to_mapping
 from evaluation.baselines.sasrec import PROFILES, PUBLISHED_RECIPE, SASRecConfig, profile  # noqa: F401 - re-exported
 from metrics.ranking import evaluate_rankings
+from training.distributed import (
+    LazyLoadersWithValidation,
+    RankBatches,
+    RankRows,
+    batch_share,
+    gather_rows,
+    trainer_kwargs,
+)
 from training.sequence_data import SequenceSample, build_samples
 
 VAL_NDCG = "val_ndcg@10"
@@ -148,7 +157,8 @@ class _RecBoleBlock(nn.Module):
 
 
 class SASRecModule(L.LightningModule):
-    """SASRec network; ``rank`` returns the top-k item indices for histories padded on ``config.padding``'s side."""
+    """SASRec network; ``rank`` returns the top-k item indices for histories padded on ``config.padding``'s side.
+    The processes it was trained on are ``config.distributed`` (recorded in the checkpoint with the config)."""
 
     def __init__(self, item_ids: Sequence[str], config: SASRecConfig | dict) -> None:
         super().__init__()
@@ -271,16 +281,27 @@ class SASRecModule(L.LightningModule):
         logits = self.scores(self.last_hidden(seqs))
         return torch.topk(logits, min(k, self.n_items), dim=1).indices
 
+    @property
+    def multi_process(self) -> bool:
+        """Training under DDP with more than one process (each batch is a slice of the global batch)."""
+        return self._trainer is not None and self.trainer.world_size > 1
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         seqs, targets = batch
         if self.config.training == "prefixes":
             # one target per row, read at its newest item (RecBole's gather at item_seq_len - 1)
             loss = nn.functional.cross_entropy(self.scores(self.last_hidden(seqs)), targets)
+            terms = targets.numel()
         else:
             logits = self.scores(self.encode(seqs))
             loss = nn.functional.cross_entropy(logits.reshape(-1, self.n_items), targets.reshape(-1),
                                                ignore_index=IGNORE)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=seqs.shape[0])
+            terms = (targets != IGNORE).sum()
+        rows = seqs.shape[0]
+        if self.multi_process:  # the gradient of the global batch's mean, not the mean of the ranks' means
+            weight, rows = batch_share(terms, rows, loss.device)
+            loss = loss * weight.to(loss.dtype)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=rows, sync_dist=self.multi_process)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -289,14 +310,17 @@ class SASRecModule(L.LightningModule):
         self._val_targets.append(targets)
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_ranked:
+        if not self._val_ranked and not self.multi_process:
             return
-        ranked = _pad_ranked(torch.cat(self._val_ranked).cpu().numpy(), 10)
-        targets = torch.cat(self._val_targets).cpu().numpy()
+        # every rank ranked its shard of the users: the metric is computed over all of them, on every rank alike
+        ranked = gather_rows([_pad_ranked(r.cpu().numpy(), 10) for r in self._val_ranked], width=10)
+        targets = gather_rows([t.cpu().numpy() for t in self._val_targets])
         self._val_ranked.clear()
         self._val_targets.clear()
+        if not len(targets):
+            return
         metrics = evaluate_rankings(ranked, targets, ks=(5, 10))
-        self.log_dict({f"val_{k}": v for k, v in metrics.items()}, prog_bar=False)
+        self.log_dict({f"val_{k}": v for k, v in metrics.items()}, prog_bar=False, sync_dist=self.multi_process)
 
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam(self.parameters(), lr=self.config.lr, betas=(0.9, self.config.adam_beta2),
@@ -359,6 +383,23 @@ def _prefix_dataset(module: SASRecModule, examples: Sequence[tuple[tuple[str, ..
     return TensorDataset(seqs, targets)
 
 
+def _train_loader(dataset: TensorDataset, batch_size: int, seed: int, multi_process: bool) -> DataLoader:
+    """Shuffled training batches drawn from ``seed``; with several processes the same global batches, sliced per
+    rank (the sampler shares the DataLoader's generator, as ``shuffle=True`` makes them: the same draws)."""
+    generator = torch.Generator().manual_seed(seed)
+    if not multi_process:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, generator=generator)
+    batches = RankBatches(BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last=False))
+    return DataLoader(dataset, batch_sampler=batches, num_workers=0, generator=generator)
+
+
+def _val_loader(dataset: TensorDataset, batch_size: int, multi_process: bool) -> DataLoader:
+    """Validation rows in order; with several processes each rank's contiguous shard (gathered back in order)."""
+    if not multi_process:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    return DataLoader(dataset, batch_size=batch_size, sampler=RankRows(len(dataset)), num_workers=0)
+
+
 def rank_sasrec(module: SASRecModule, samples: Sequence[SequenceSample], k: int) -> np.ndarray:
     """Top-``k`` item indices [n, k] (into ``module.item_ids``) for each sample's history.
 
@@ -409,7 +450,7 @@ def evaluate_sasrec(
 
 
 class _ValidationHistory(Callback):
-    """Validation metrics per epoch, in order."""
+    """Validation metrics per epoch, in order (a state, so a multi-process fit hands it back from rank 0)."""
 
     def __init__(self) -> None:
         self.history: list[dict[str, float]] = []
@@ -420,6 +461,12 @@ class _ValidationHistory(Callback):
         row = {"epoch": float(trainer.current_epoch)}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val_", "train_"))})
         self.history.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
 
 
 @dataclass
@@ -442,9 +489,9 @@ HPARAMS = ("item_ids", "config")
 def load_sasrec(checkpoint: str | Path) -> SASRecModule:
     """A :class:`SASRecModule` rebuilt from a checkpoint written by :func:`train_sasrec` alone, in eval mode.
 
-    The checkpoint carries the catalogue (``item_ids``) and the whole :class:`SASRecConfig`; the config is
-    rebuilt with :func:`config_schema.from_mapping`, so a key this code does not know is an error naming it
-    (never silently dropped), and a missing one takes its current default.
+    The checkpoint carries the catalogue (``item_ids``) and the whole :class:`SASRecConfig` (the processes it was
+    trained on included); the settings are rebuilt with :func:`config_schema.from_mapping`, so a key this
+    code does not know is an error naming it (never silently dropped), and a missing one takes its current default.
     """
     path = Path(checkpoint)
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -454,8 +501,8 @@ def load_sasrec(checkpoint: str | Path) -> SASRecModule:
     missing = [k for k in HPARAMS if k not in hparams]
     unknown = sorted(set(hparams) - set(HPARAMS))
     if missing or unknown:
-        raise ValueError(f"SASRec checkpoint {path}: hyper_parameters must be exactly {list(HPARAMS)}; "
-                         f"missing {missing}, unknown {unknown}")
+        raise ValueError(f"SASRec checkpoint {path}: hyper_parameters must be {list(HPARAMS)}; missing {missing}, "
+                         f"unknown {unknown}")
     config = from_mapping(SASRecConfig, hparams["config"], where=f"SASRec checkpoint {path} config")
     module = SASRecModule(hparams["item_ids"], config)
     module.load_state_dict(state["state_dict"])
@@ -473,10 +520,12 @@ def train_sasrec(
     """Train SASRec on the train prefixes of ``splits`` (windows or prefixes, ``config.training``), early-stopping
     on validation NDCG@10.
 
-    ``item_ids`` (default: every item in ``splits``) is the catalogue ranked over. Seeded and
-    deterministic on CPU: the same splits, config and seed give the same weights and metrics.
+    ``item_ids`` (default: every item in ``splits``) is the catalogue ranked over. ``config.distributed`` (default
+    one process): the processes that train it; ``batch_size`` stays the global batch. Seeded
+    and deterministic on CPU: the same splits, config and seed give the same weights and metrics.
     """
     config = config or SASRecConfig()
+    distributed = config.distributed
     L.seed_everything(config.seed, workers=True, verbose=False)
     items = list(item_ids) if item_ids is not None else catalogue(splits)
     if config.training == "prefixes":
@@ -491,9 +540,6 @@ def train_sasrec(
     module = SASRecModule(items, config)
     train_ds = _prefix_dataset(module, examples) if config.training == "prefixes" else _train_dataset(module, examples)
     val_ds = _eval_dataset(module, valid)
-    train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, num_workers=0,
-                              generator=torch.Generator().manual_seed(config.seed))
-    val_loader = DataLoader(val_ds, batch_size=config.eval_batch_size, shuffle=False, num_workers=0)
 
     checkpoint_dir = Path(checkpoint_dir)
     best = ModelCheckpoint(dirpath=checkpoint_dir, filename="sasrec-epoch{epoch:03d}", auto_insert_metric_name=False,
@@ -501,16 +547,21 @@ def train_sasrec(
     history = _ValidationHistory()
     stop = EarlyStopping(monitor=VAL_NDCG, mode="max", patience=config.patience, check_on_train_epoch_end=False)
     if logger is not None:
-        params = {f"sasrec_{k}": v for k, v in to_mapping(config).items()}
+        params = {f"sasrec_{k}": v for k, v in flat_mapping(config).items()}
         logger.log_hyperparams(params | {"sasrec_n_items": len(items)})
     trainer = L.Trainer(
-        accelerator=config.accelerator, devices=1, max_epochs=config.max_epochs,
+        **trainer_kwargs(distributed, config.accelerator), max_epochs=config.max_epochs,
         logger=logger if logger is not None else False, callbacks=[best, stop, history],
         deterministic=True if config.accelerator == "cpu" else "warn", num_sanity_val_steps=0,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(checkpoint_dir),
         log_every_n_steps=10,
     )
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    train = partial(_train_loader, train_ds, config.batch_size, config.seed)
+    val = partial(_val_loader, val_ds, config.eval_batch_size)
+    if distributed.world_size > 1:  # each process builds its loaders (a seeded shuffle does not survive the trip)
+        trainer.fit(module, datamodule=LazyLoadersWithValidation(partial(train, True), partial(val, True)))
+    else:
+        trainer.fit(module, train_dataloaders=train(False), val_dataloaders=val(False))
     best_module = load_sasrec(best.best_model_path)
     score = best.best_model_score
     return SASRecResult(

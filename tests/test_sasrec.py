@@ -29,6 +29,7 @@ from evaluation.sasrec import (
 from tests.helpers import cycle_splits
 from tests.helpers import loo_frame as frame
 from training.sequence_data import SequenceSample, build_samples
+from training.settings import DistributedSettings
 
 FAST = SASRecConfig(max_len=8, lr=1e-2, batch_size=32, dropout=0.1, max_epochs=12, patience=12, seed=3)
 
@@ -74,6 +75,7 @@ def test_checkpoint_carries_every_setting_and_rebuilds_alone(trained, tmp_path):
     state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
     hparams = state["hyper_parameters"]
     assert set(hparams) == {"item_ids", "config"}
+    assert hparams["config"]["distributed"] == to_mapping(DistributedSettings())  # trained on one process
     # every SASRecConfig field, with the values it was trained with (history window and seed included)
     assert hparams["config"] == to_mapping(FAST)
     assert set(hparams["config"]) == set(field_names(SASRecConfig))

@@ -34,11 +34,12 @@ from transformers import (
 from config_schema import from_mapping, to_mapping
 from metrics.ranking import evaluate_rankings
 from training.constrained_decoding import BeamResult, constrained_beam_search, decoder_beam_search
+from training.distributed import all_reduce_sum, batch_share, gather_rows, trainer_kwargs
 from training.item_generator import ItemCausalModel
 from training.sequence_data import LABEL_PAD, SampleEncoder, SequenceSample, collate_items, layout_of
-from training.settings import GeneratorConfig, SequenceSettings
+from training.settings import DistributedSettings, GeneratorConfig, SequenceSettings
 from training.sid_trie import SidTrie
-from training.sid_vocab import SidVocab
+from training.sid_vocab import PAD_ID, SidVocab
 
 VAL_NDCG = "val_ndcg@10"
 VAL_HR = "val_hr@10"
@@ -253,6 +254,7 @@ class GeneratorModule(L.LightningModule):
         self._prefix_index: SidPrefixIndex | None = None
         self._val_ranked: list[np.ndarray] = []
         self._val_targets: list[np.ndarray] = []
+        self._val_loss_sums: tuple[float, ...] = ()  # multi-process: (loss x tokens, tokens) per batch, flat
 
     @property
     def layout(self) -> str:
@@ -326,26 +328,58 @@ class GeneratorModule(L.LightningModule):
         # dropout draws from a per-step seed, so a run resumed from a checkpoint equals an uninterrupted one
         torch.manual_seed(self.config.seed * 1_000_003 + self.global_step)
 
+    @property
+    def multi_process(self) -> bool:
+        """Training under DDP with more than one process (the batch is a share of the global batch)."""
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def target_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """How many target tokens the batch's mean loss averages over."""
+        if "labels" in batch:
+            return (batch["labels"] != LABEL_PAD).sum()
+        targets = batch["items"][:, 1:]  # item chunks: every real position after the first is a target
+        return (self.model.sid_tokens[targets[targets >= 0]] != PAD_ID).sum()
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=len(next(iter(batch.values()))))
+        rows = len(next(iter(batch.values())))
+        if self.multi_process:  # the gradient of the global batch's mean, not the mean of the ranks' means
+            weight, rows = batch_share(self.target_tokens(batch), rows, loss.device)
+            loss = loss * weight.to(loss.dtype)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=rows, sync_dist=self.multi_process)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.log("val_loss", self(batch), on_epoch=True, batch_size=len(batch["target_index"]))
+        if self.multi_process:  # summed over the ranks at the epoch's end (ranks may hold unequal batch counts)
+            tokens = float(self.target_tokens(batch))
+            self._val_loss_sums += float(self(batch)) * tokens, tokens
+        else:
+            self.log("val_loss", self(batch), on_epoch=True, batch_size=len(batch["target_index"]))
         # NDCG@10 is the monitored metric: rank 10 deep (slots beyond the beam count as misses)
         depth = max(10, self.config.eval_top_k)
         self._val_ranked.append(self.rank_padded(batch, depth))
         self._val_targets.append(batch["target_index"].cpu().numpy())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_ranked:
+        if not self._val_ranked and not self.multi_process:
             return
-        ranked, targets = np.concatenate(self._val_ranked), np.concatenate(self._val_targets)
+        # every rank ranked its shard of the users: the metric is computed over all of them, on every rank alike
+        depth = max(10, self.config.eval_top_k)
+        ranked, targets = gather_rows(self._val_ranked, width=depth), gather_rows(self._val_targets)
         self._val_ranked, self._val_targets = [], []
+        if self.multi_process:
+            # the mean over every rank's target tokens: one process logs the row-weighted mean of its batches' means,
+            # the same value when validation is one batch (the default eval batch holds 128 users)
+            sums = all_reduce_sum(torch.tensor([sum(self._val_loss_sums[0::2]), sum(self._val_loss_sums[1::2])],
+                                               dtype=torch.float64, device=self.device))
+            self._val_loss_sums = ()
+            if float(sums[1]) > 0:
+                self.log("val_loss", float(sums[0] / sums[1]), sync_dist=True)
+        if not len(targets):
+            return
         ks = sorted({5, 10, self.config.eval_top_k})
         for name, value in evaluate_rankings(ranked, targets, ks=ks).items():
-            self.log(f"val_{name}", value, prog_bar=name == "ndcg@10")
+            self.log(f"val_{name}", value, prog_bar=name == "ndcg@10", sync_dist=self.multi_process)
 
     def configure_optimizers(self) -> Any:
         decay, no_decay = [], []
@@ -425,16 +459,19 @@ def make_trainer(
     max_epochs: int,
     logger: Any,
     callbacks: list[Callback],
+    *,
+    distributed: DistributedSettings | None = None,
     **overrides: Any,
 ) -> L.Trainer:
-    """A deterministic single-CPU trainer that writes checkpoints only under ``checkpoint_dir``."""
+    """A deterministic trainer (on CPU) that writes checkpoints only under ``checkpoint_dir``, on the processes
+    ``distributed`` names (default ``config.distributed``; GRPO passes its own)."""
     kwargs: dict[str, Any] = {
         "gradient_clip_val": config.gradient_clip_val,
         "check_val_every_n_epoch": config.val_every_n_epochs,
         **overrides,
     }
     return L.Trainer(
-        accelerator=config.accelerator, devices=1, max_epochs=max_epochs,
+        **trainer_kwargs(distributed or config.distributed, config.accelerator), max_epochs=max_epochs,
         logger=logger if logger is not None else False, callbacks=callbacks,
         # CUDA lacks deterministic kernels for some ops: warn there instead of failing
         deterministic=True if config.accelerator == "cpu" else "warn", **kwargs,

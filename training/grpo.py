@@ -33,6 +33,7 @@ from lightning.pytorch.callbacks import Callback
 
 from config_schema import from_mapping, to_mapping
 from training.constrained_decoding import constrained_sample, decoder_sample
+from training.distributed import all_reduce_sum
 from training.generator import (
     GeneratorConfig,
     GeneratorModule,
@@ -212,7 +213,13 @@ class GRPOModule(GeneratorModule):
         found = items >= 0 if self.grpo.rollout == "beam" else torch.ones_like(items, dtype=torch.bool)
         adv, weight = group_advantages(rewards.total, found, self.grpo.adv_eps)
         adv, weight = adv.reshape(-1), weight.reshape(-1)
-        n_seq = weight.sum().clamp(min=1)
+        n_seq, logged_rows = weight.sum().clamp(min=1), b
+        if self.multi_process:
+            # divide by the global batch's candidates over the world: DDP averages the ranks' gradients, so their
+            # mean is the single-process gradient of the global mean
+            totals = all_reduce_sum(torch.stack([weight.sum().detach(), torch.tensor(float(b), device=weight.device)]))
+            n_seq = totals[0].clamp(min=1) / self.trainer.world_size
+            logged_rows = int(totals[1])  # every rank logs the global rows, so Lightning averages them fairly
         flat = tokens.reshape(b * g, t)
         with torch.no_grad():
             ref_lp, mask = self._group_logprobs(self.reference, batch, flat, g)
@@ -247,7 +254,7 @@ class GRPOModule(GeneratorModule):
         logs = {f"grpo/reward_{k}": v for k, v in rewards.means(found).items()}
         logs["grpo/group_found"] = float(found.float().sum(dim=1).mean())
         logs.update({f"grpo/{k}": v for k, v in stats.items()})
-        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=b)
+        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=logged_rows, sync_dist=self.multi_process)
         return torch.tensor(stats["loss"])
 
     def _group_logprobs(
@@ -317,7 +324,7 @@ def train_grpo(
     callbacks: list[Callback] = [ckpt_cb, last_cb, history]
     trainer = make_trainer(
         sft.config, checkpoint_dir, max_epochs or config.max_epochs, logger, callbacks,
-        gradient_clip_val=None, check_val_every_n_epoch=config.val_every_n_epochs,
+        distributed=config.distributed, gradient_clip_val=None, check_val_every_n_epoch=config.val_every_n_epochs,
         val_check_interval=float(config.val_check_interval),
         limit_train_batches=config.max_batches_per_epoch or 1.0,
     )

@@ -16,6 +16,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,20 @@ import torch
 from torch import nn
 
 from config_schema import from_mapping
+from training.distributed import (
+    LazyLoaders,
+    RankBatches,
+    all_gather_objects,
+    all_reduce_sum,
+    batch_share,
+    broadcast_tensor,
+    trainer_kwargs,
+)
 from training.settings import RQVAEConfig
 
 MIN_ITEMS = 4
 ITEMS_PER_CODE = 2
+LOSS_TERMS = ("loss", "recon", "codebook", "commitment")
 
 
 def rqvae_config_from_checkpoint(path: str | Path) -> RQVAEConfig:
@@ -99,7 +110,15 @@ def code_entropy(counts: torch.Tensor) -> float:
 
 
 class RQVAE(L.LightningModule):
-    """RQ-VAE LightningModule. A batch is a tuple whose first element is the input [B, input_dim + image_dim]."""
+    """RQ-VAE LightningModule. A batch is a tuple whose first element is the input [B, input_dim + image_dim].
+
+    On several processes (``config.distributed``) each rank trains on its slice of every global batch; the
+    epoch's losses and code counts are summed over the ranks, and codebook initialisation and dead-code resets
+    are computed from the same data on every rank (and broadcast from rank 0), so the codebooks never diverge.
+    """
+
+    #: attributes a multi-process fit hands back from rank 0 (``training.distributed.RankZeroResultsLauncher``)
+    rank_zero_attributes = ("history",)
 
     def __init__(self, input_dim: int, config: RQVAEConfig | dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -259,11 +278,18 @@ class RQVAE(L.LightningModule):
         """True during the autoencoder warm-up epochs (no quantisation yet)."""
         return self.current_epoch < self.config.warmup_epochs
 
+    @property
+    def multi_process(self) -> bool:
+        """Training under DDP with more than one process (each batch is a slice of the global batch)."""
+        return self._trainer is not None and self.trainer.world_size > 1
+
     def on_train_epoch_start(self) -> None:
         cfg = self.config
         if not self.warming_up and cfg.kmeans_init and not bool(self.codebooks_initialised):
             if self.kmeans_data is not None:
                 self.initialise_codebooks(self.kmeans_data, seed=self.config.seed)
+                if self.multi_process:  # the same k-means on every rank; rank 0's result makes sure
+                    broadcast_tensor(self.codebooks.data)
         self._epoch_counts.zero_()
         self._epoch_sums = {}
         self._epoch_items = 0
@@ -272,10 +298,15 @@ class RQVAE(L.LightningModule):
         x = batch[0] if isinstance(batch, list | tuple) else batch
         warm = self.warming_up
         if not bool(self.normaliser_fitted):
+            if self.multi_process:  # each rank would fit its own slice
+                raise RuntimeError("a multi-process RQ-VAE fit needs fit_normaliser on all items first "
+                                   "(train_rqvae does it)")
             self.fit_normaliser(x)  # only without train_rqvae, which fits it on all items
         if not warm and not bool(self.codebooks_initialised) and self.config.kmeans_init:
             # Only without train_rqvae, which hands the module all items for k-means.
             self.initialise_codebooks(x, seed=self.config.seed)
+            if self.multi_process:  # fitted on rank 0's slice, so the same codebooks everywhere
+                broadcast_tensor(self.codebooks.data)
         out = self(x, quantise=not warm)
         n = x.shape[0]
         for level in range(self.config.n_levels if not warm else 0):
@@ -284,21 +315,36 @@ class RQVAE(L.LightningModule):
             )
             if self.config.dead_code_reset:
                 self._remember_residuals(level, out["residuals"][level])
-        for key in ("loss", "recon", "codebook", "commitment"):
+        # every term is a mean over rows: under DDP, weighted by this rank's share of the global batch
+        share, rows = batch_share(n, n, x.device) if self.multi_process else (None, n)
+        share = None if share is None else share.to(out["loss"].dtype)
+        for key in LOSS_TERMS:
             value = out[key].detach()
             self._epoch_sums[key] = self._epoch_sums.get(key, 0.0) + float(value) * n
-            self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=n)
+            self.log(f"train/{key}", value if share is None else value * share, on_step=False, on_epoch=True,
+                     batch_size=rows, sync_dist=self.multi_process)
         self._epoch_items += n
-        return out["loss"]
+        return out["loss"] if share is None else out["loss"] * share
 
     def _remember_residuals(self, level: int, residual: torch.Tensor) -> None:
+        # tagged with the step: under DDP the ranks' slices of one global batch are put together again
         pool = self._reset_pool[level]
-        pool.append(residual.detach())
-        while sum(t.shape[0] for t in pool) - pool[0].shape[0] >= self.config.reset_pool_size:
-            pool.pop(0)
+        pool.append((self.global_step, residual.detach()))
+        _cut_pool(pool, self.config.reset_pool_size)
+
+    def _epoch_totals_over_ranks(self) -> None:
+        """Sum the epoch's loss sums, item count and code counts over the ranks (every rank gets the totals)."""
+        sums = torch.tensor([self._epoch_sums.get(k, 0.0) for k in LOSS_TERMS] + [float(self._epoch_items)],
+                            dtype=torch.float64, device=self.device)
+        all_reduce_sum(sums)
+        self._epoch_sums = dict(zip(LOSS_TERMS, sums[:-1].tolist(), strict=True))
+        self._epoch_items = int(sums[-1])
+        all_reduce_sum(self._epoch_counts)
 
     def on_train_epoch_end(self) -> None:
         cfg = self.config
+        if self.multi_process:
+            self._epoch_totals_over_ranks()
         record: dict[str, float] = {"epoch": float(self.current_epoch)}
         for key, total in self._epoch_sums.items():
             record[key] = total / max(self._epoch_items, 1)
@@ -308,9 +354,10 @@ class RQVAE(L.LightningModule):
             entropy = code_entropy(counts)
             record[f"usage_l{level}"] = usage
             record[f"entropy_l{level}"] = entropy
-            self.log(f"codebook/usage_l{level}", usage)
-            self.log(f"codebook/entropy_l{level}", entropy)
-            self.log(f"codebook/entropy_norm_l{level}", entropy / math.log(cfg.codebook_size))
+            sync = self.multi_process  # the same value on every rank: syncing only spares Lightning's warning
+            self.log(f"codebook/usage_l{level}", usage, sync_dist=sync)
+            self.log(f"codebook/entropy_l{level}", entropy, sync_dist=sync)
+            self.log(f"codebook/entropy_norm_l{level}", entropy / math.log(cfg.codebook_size), sync_dist=sync)
         last_epoch = self.trainer is not None and self.current_epoch + 1 >= (self.trainer.max_epochs or 0)
         if cfg.dead_code_reset and not last_epoch and not self.warming_up:
             record["dead_codes_reset"] = float(self._reset_dead_codes())
@@ -322,14 +369,36 @@ class RQVAE(L.LightningModule):
         moved = 0
         for level in range(self.config.n_levels):
             dead = (self._epoch_counts[level] == 0).nonzero().flatten()
-            if dead.numel() == 0 or not self._reset_pool[level]:
+            recent = self._recent_residuals(level)
+            if dead.numel() == 0 or not recent:
                 continue
-            pool = torch.cat(self._reset_pool[level])
+            pool = torch.cat(recent)
             picks = torch.randint(pool.shape[0], (dead.numel(),), device=pool.device)
             self.codebooks.data[level, dead] = pool[picks].to(self.codebooks.dtype)
             moved += int(dead.numel())
-        self.log("codebook/dead_codes_reset", float(moved))
+        if self.multi_process:  # every rank drew the same codes from the same pool; rank 0's make sure
+            broadcast_tensor(self.codebooks.data)
+        self.log("codebook/dead_codes_reset", float(moved), sync_dist=self.multi_process)
         return moved
+
+    def _recent_residuals(self, level: int) -> list[torch.Tensor]:
+        """The recent residuals a reset draws from, one tensor per batch. Under DDP: every rank's slices of the
+        same global batches, put back in row order and cut as a single process cuts its pool."""
+        local = self._reset_pool[level]
+        if not self.multi_process:
+            return [t for _, t in local]
+        ranks = all_gather_objects([(step, t.cpu()) for step, t in local])
+        by_rank = [dict(part) for part in ranks]
+        steps = sorted(set.intersection(*(set(part) for part in by_rank)))  # every rank kept these
+        pool = [(step, torch.cat([part[step] for part in by_rank]).to(self.device)) for step in steps]
+        _cut_pool(pool, self.config.reset_pool_size)
+        return [t for _, t in pool]
+
+
+def _cut_pool(pool: list[tuple[int, torch.Tensor]], size: int) -> None:
+    """Drop the oldest batches while the ones after the oldest still hold ``size`` rows."""
+    while sum(t.shape[0] for _, t in pool) - pool[0][1].shape[0] >= size:
+        pool.pop(0)
 
 
 @dataclass
@@ -344,6 +413,18 @@ class RQVAEResult:
     config: RQVAEConfig  # the config actually used (codebook_size may have been adapted)
     message: str | None = None  # set when the codebook was shrunk for a small catalogue
     train_seconds: float = 0.0
+
+
+def _train_loader(data: torch.Tensor, batch_size: int, seed: int, multi_process: bool) -> torch.utils.data.DataLoader:
+    """Shuffled batches drawn from ``seed``; with several processes the same global batches, sliced per rank."""
+    dataset = torch.utils.data.TensorDataset(data)
+    generator = torch.Generator().manual_seed(seed)
+    if not multi_process:
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+    # the DataLoader and the sampler share the generator, as shuffle=True makes them: the same draws in order
+    order = torch.utils.data.RandomSampler(dataset, generator=generator)
+    batches = RankBatches(torch.utils.data.BatchSampler(order, batch_size, drop_last=False))
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, generator=generator)
 
 
 @contextlib.contextmanager
@@ -379,9 +460,9 @@ def train_rqvae(
 ) -> RQVAEResult:
     """Train an RQ-VAE on item embeddings [n_items, dim] and return every item's codes.
 
-    Seeds everything from ``config.seed`` and runs a deterministic, quiet Lightning Trainer; ``logger`` (e.g.
-    an MLFlowLogger) receives losses and per-level usage/entropy; a checkpoint of the last epoch goes to
-    ``checkpoint_dir``.
+    Seeds everything from ``config.seed`` and runs a deterministic, quiet Lightning Trainer on the processes
+    ``config.distributed`` names (``batch_size`` stays the global batch); ``logger`` (e.g. an MLFlowLogger)
+    receives losses and per-level usage/entropy; a checkpoint of the last epoch goes to ``checkpoint_dir``.
     ``num_threads`` sets torch's intra-op threads during training (restored afterwards); 1 is much faster
     for this small MLP on a busy CPU, where threads spin against other processes.
     """
@@ -428,12 +509,8 @@ def train_rqvae(
             module.kmeans_data = data
             if cfg.kmeans_init and cfg.warmup_epochs == 0:
                 module.initialise_codebooks(data, seed=seed)
-            loader = torch.utils.data.DataLoader(
-                torch.utils.data.TensorDataset(data),
-                batch_size=min(cfg.batch_size, n_items),
-                shuffle=True,
-                generator=torch.Generator().manual_seed(seed),
-            )
+            batch_size = min(cfg.batch_size, n_items)
+            multi_process = cfg.distributed.world_size > 1
             checkpoint_cb = None
             if checkpoint_dir is not None:
                 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -442,8 +519,8 @@ def train_rqvae(
                     dirpath=str(checkpoint_dir), filename="rqvae-{epoch:03d}", save_top_k=1, monitor=None
                 )
             trainer = L.Trainer(
-                accelerator=accelerator,
-                devices=1,
+                # the codebooks get no gradient during the warm-up, which DDP must be told
+                **trainer_kwargs(cfg.distributed, accelerator, find_unused_parameters=True),
                 max_epochs=epochs,
                 logger=logger if logger is not None else False,
                 callbacks=[checkpoint_cb] if checkpoint_cb is not None else [],
@@ -451,10 +528,13 @@ def train_rqvae(
                 enable_progress_bar=False,
                 enable_model_summary=False,
                 deterministic=True,
-                log_every_n_steps=max(1, len(loader)),
+                log_every_n_steps=max(1, math.ceil(n_items / batch_size)),
                 num_sanity_val_steps=0,
             )
-            trainer.fit(module, train_dataloaders=loader)
+            if multi_process:  # each process builds the loader itself (see LazyLoaders)
+                trainer.fit(module, datamodule=LazyLoaders(partial(_train_loader, data, batch_size, seed, True)))
+            else:
+                trainer.fit(module, train_dataloaders=_train_loader(data, batch_size, seed, False))
             module.kmeans_data = None
             if cfg.kmeans_init and not bool(module.codebooks_initialised):
                 module.initialise_codebooks(data, seed=seed)  # training ended inside the warm-up

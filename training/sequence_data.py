@@ -23,7 +23,6 @@ training prefix only** (``user_interests`` mines train items only for that reaso
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,8 +31,9 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
+from training.distributed import RankBatches, RankRows
 from training.settings import SequenceSettings
 
 if TYPE_CHECKING:
@@ -357,9 +357,17 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return iter([batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()])
 
     def __len__(self) -> int:
-        size = self.batch_size * self.pool
-        return sum(math.ceil(min(size, len(self.lengths) - s) / self.batch_size)
-                   for s in range(0, len(self.lengths), size))
+        return len(self.batch_sizes())
+
+    def batch_sizes(self) -> list[int]:
+        """The size of every batch of an epoch (in pool order; the epoch shuffles the batches, not the sizes)."""
+        size, n = self.batch_size * self.pool, len(self.lengths)
+        out: list[int] = []
+        for start in range(0, n, size):
+            rows = min(size, n - start)
+            out += [self.batch_size] * (rows // self.batch_size) + ([rows % self.batch_size] if rows % self.batch_size
+                                                                      else [])
+        return out
 
 
 class SequenceDataModule(L.LightningDataModule):
@@ -430,11 +438,21 @@ class SequenceDataModule(L.LightningDataModule):
     def _collate(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return collate_items(rows) if self.layout == "items" else collate(rows, self.vocab.pad_id)
 
+    @property
+    def multi_process(self) -> bool:
+        """Attached to a trainer running more than one process: the loaders serve this rank's share."""
+        return self.trainer is not None and self.trainer.world_size > 1
+
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets["train"]
         if self.layout == "items":
             sampler = LengthGroupedBatchSampler([len(r["items"]) for r in ds.rows], self.batch_size, self.seed)
-            return DataLoader(ds, batch_sampler=sampler, collate_fn=self._collate, num_workers=0)
+            # every rank draws the same global batches and takes its slice of each: batch_size stays global
+            batches = RankBatches(sampler) if self.multi_process else sampler
+            return DataLoader(ds, batch_sampler=batches, collate_fn=self._collate, num_workers=0)
+        if self.multi_process:
+            batches = RankBatches(BatchSampler(EpochSeededSampler(len(ds), self.seed), self.batch_size, False))
+            return DataLoader(ds, batch_sampler=batches, collate_fn=self._collate, num_workers=0)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
@@ -444,6 +462,10 @@ class SequenceDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        if self.multi_process:  # a contiguous shard of the users per rank; the module gathers the rankings
+            ds = self.datasets["valid"]
+            return DataLoader(ds, batch_size=self.eval_batch_size, sampler=RankRows(len(ds)),
+                              collate_fn=self._collate, num_workers=0)
         return self.loader("valid")
 
     def test_dataloader(self) -> DataLoader:

@@ -1,13 +1,59 @@
 """Every setting of the training stages, defined once: the generator (SFT), its input sequences, GRPO and its
-reward, the RQ-VAE. Plain dataclasses with no heavy imports, so the Dagster code location derives its
-launchpad configs from them without loading torch or Lightning; checkpoints store them and rebuild them with
-``config_schema.from_mapping``.
+reward, the RQ-VAE, and the processes that train a model (``DistributedSettings``). Plain dataclasses with no
+heavy imports, so the Dagster code location derives its launchpad configs from them without loading torch or
+Lightning; checkpoints store them and rebuild them with ``config_schema.from_mapping``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+#: what ``DistributedSettings.strategy`` accepts; Lightning's ``ddp`` is left out on purpose (see its description)
+STRATEGIES = ("auto", "ddp_spawn")
+
+
+@dataclass(frozen=True)
+class DistributedSettings:
+    """How many Lightning processes train one model. Defined once: every trainer (generator SFT, GRPO, RQ-VAE,
+    SASRec) turns it into Trainer arguments with ``training.distributed.trainer_kwargs``, and each stage's config
+    carries it as its ``distributed`` field, so the model's checkpoint records it with the rest of its settings.
+
+    Batch sizes stay global: each step's batch is split across the processes and the loss is weighted so the
+    averaged gradient is the single-process one."""
+
+    devices: int = field(default=1, metadata={
+        "description": "Processes per machine: CPU processes with accelerator=cpu, one per GPU with gpu (1 = "
+                       "single-process training, exactly as before)"})
+    num_nodes: int = field(default=1, metadata={
+        "description": "Machines; each runs the same step with NODE_RANK, MASTER_ADDR and MASTER_PORT set, and "
+                       "only node 0 writes results"})
+    strategy: Literal["auto", "ddp_spawn"] = field(default="auto", metadata={
+        "description": "auto: one process when devices x num_nodes = 1, else ddp_spawn. ddp_spawn: Lightning's "
+                       "DDP with processes started by torch.multiprocessing (gloo on CPU, nccl on GPU), which "
+                       "works inside a Dagster step; Lightning's 'ddp' relaunches the command line and does not"})
+
+    def __post_init__(self) -> None:
+        for name in ("devices", "num_nodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DistributedSettings.{name} must be an integer >= 1, got {value!r}")
+        if self.strategy not in STRATEGIES:
+            why = (": it relaunches the command line (sys.argv) in new processes, which does not work inside a "
+                   "Dagster step; use 'ddp_spawn'") if str(self.strategy).startswith("ddp") else ""
+            raise ValueError(f"DistributedSettings.strategy must be one of {list(STRATEGIES)}, got "
+                             f"{self.strategy!r}{why}")
+
+    @property
+    def world_size(self) -> int:
+        """Processes in all: ``devices * num_nodes``."""
+        return self.devices * self.num_nodes
+
+
+def _distributed_field() -> object:
+    return field(default_factory=DistributedSettings, metadata={
+        "description": "Processes that train this stage's model (devices, num_nodes, strategy); recorded in its "
+                       "checkpoint"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +108,7 @@ class GeneratorConfig:
     eval_top_k: int = 10
     seed: int = 0
     accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu or auto (bit-for-bit determinism only on cpu)
+    distributed: DistributedSettings = _distributed_field()
     # causal-LM path
     causal_lm_path: str | None = None
     lora_r: int = 8
@@ -81,6 +128,7 @@ class GeneratorConfig:
             raise ValueError(f"eval_top_k ({self.eval_top_k}) cannot exceed beam_width ({self.beam_width})")
         if min(self.max_epochs, self.batch_size, self.val_every_n_epochs) < 1:
             raise ValueError("max_epochs, batch_size and val_every_n_epochs must be >= 1")
+        check_distributed(self, "GeneratorConfig")
 
 
 @dataclass(frozen=True)
@@ -134,10 +182,12 @@ class GRPOConfig:
     seed: int = field(default=0, metadata={"description": "seeds the order of the training windows, the group "
                                                           "sampling and the trainer"})
     reward: RewardConfig = field(default_factory=RewardConfig)
+    distributed: DistributedSettings = _distributed_field()
 
     def __post_init__(self) -> None:
         if isinstance(self.reward, dict):
             self.reward = RewardConfig(**self.reward)
+        check_distributed(self, "GRPOConfig")
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 (advantages are relative within a group), got {self.group_size}")
         if self.rollout not in ("sample", "beam"):
@@ -193,9 +243,11 @@ class RQVAEConfig:
     on_small_catalogue: Literal["adapt", "refuse"] = "adapt"
     image_dim: int | None = None
     seed: int = field(default=0, metadata={"description": "seeds initialisation, k-means, data order and training"})
+    distributed: DistributedSettings = _distributed_field()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
+        check_distributed(self, "RQVAEConfig")
         positive = {
             "n_levels": self.n_levels, "codebook_size": self.codebook_size, "latent_dim": self.latent_dim,
             "batch_size": self.batch_size, "max_epochs": self.max_epochs, "kmeans_iters": self.kmeans_iters,
@@ -220,3 +272,12 @@ class RQVAEConfig:
             )
         if self.image_dim is not None and self.image_dim < 1:
             raise ValueError(f"RQVAEConfig.image_dim must be >= 1 or None, got {self.image_dim}")
+
+
+def check_distributed(config: object, owner: str) -> None:
+    """A ``distributed`` given as a mapping becomes ``DistributedSettings``; anything else is refused by name."""
+    value = config.distributed  # type: ignore[attr-defined]
+    if isinstance(value, dict):
+        object.__setattr__(config, "distributed", DistributedSettings(**value))
+    elif not isinstance(value, DistributedSettings):
+        raise ValueError(f"{owner}.distributed must be DistributedSettings, got {type(value).__name__}")

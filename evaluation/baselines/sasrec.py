@@ -25,6 +25,7 @@ from evaluation.baselines.registry import (
     register,
     split_result,
 )
+from training.settings import DistributedSettings, check_distributed
 
 
 def _setting(default: Any, description: str) -> Any:
@@ -69,8 +70,11 @@ class SASRecConfig:
     patience: int = _setting(5, "validation epochs without NDCG@10 improvement before stopping")
     seed: int = _setting(0, "seed of initialisation, dropout and data order")
     accelerator: str = _setting("cpu", "Lightning accelerator: cpu, gpu or auto (bit-for-bit determinism only on cpu)")
+    distributed: DistributedSettings = field(default_factory=DistributedSettings, metadata={
+        "description": "Processes that train SASRec (devices, num_nodes, strategy); recorded in its checkpoint"})
 
     def __post_init__(self) -> None:
+        check_distributed(self, "SASRecConfig")
         positive = {k: getattr(self, k) for k in
                     ("hidden", "layers", "heads", "max_len", "batch_size", "eval_batch_size", "max_epochs")}
         if self.inner is not None:
