@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 # converted SmolLM2 weights (GGUF → safetensors once, then seconds to load)
 export DIGR_MODEL_CACHE ?= $(DIGR_HOME)/models
 
-.PHONY: setup demo test test-fast test-servers dev mlflow-ui bench bench-micro bench-scientific lint clean
+.PHONY: setup demo test test-fast test-servers dev serve mlflow-ui bench bench-micro bench-scientific lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,11 @@ endif
 ## dev: the Dagster UI on http://127.0.0.1:3000
 dev: setup
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## serve: the champion behind a micro-batching server speaking `mlflow models serve`'s protocol on :5002
+serve: setup
+	$(PY) -m serving.batching_server --model deepinterestgr --alias champion --host 127.0.0.1 --port 5002 \
+	  --max-batch-rows 64 --max-wait-ms 5
 
 ## mlflow-ui: the MLflow UI on http://127.0.0.1:5000
 mlflow-ui: setup

@@ -24,6 +24,8 @@ BENCHES = [
     ("Lightning vs plain PyTorch training loop", ["bench/bench_training.py"]),
     ("generator: item-level vs T5 (training and ranking throughput)", ["bench/bench_generator.py"]),
     ("LLM mining: concurrency, warm cache, batching", ["bench/bench_mining.py"]),
+    ("serving: mlflow models serve vs the micro-batching server, batch scoring",
+     ["bench/bench_serving.py", "--synthetic"]),
 ]
 BEGIN, END = "<!-- make bench: generated begin -->", "<!-- make bench: generated end -->"
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets import ablations, discretisation, evaluation, ingestion, mining, promotion, recommender
+from assets import ablations, discretisation, evaluation, ingestion, mining, promotion, recommender, serving
 from digr_dagster.automation import (
     full_study_job,
     ingestion_job,
@@ -31,6 +31,7 @@ defs = dg.Definitions(
         *ablations.VARIANT_ASSETS,
         evaluation.evaluation_report,
         promotion.champion_model,
+        serving.user_recommendations,
     ],
     jobs=[nightly_retrain_job, full_study_job, ingestion_job],
     schedules=[nightly_schedule],

@@ -175,10 +175,16 @@ class DeepInterestGRModel(mlflow.pyfunc.PythonModel):
         self.encoder = SampleEncoder(self.module.vocab, self.meta.user_prefix)
         self.known_items = frozenset(self.module.vocab.item_ids)
 
-    def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
-    ) -> pd.DataFrame:
-        """Top-K recommendations per row; see the module docstring for the columns and params."""
+    def validate_input(self, model_input: Any, params: Mapping[str, Any] | None = None) -> int:
+        """Check a request exactly as :meth:`predict` does, without ranking it: raises
+        :class:`RecommendationInputError` naming the problem (bad params, no ``history`` column, a malformed,
+        empty or all-unknown history); returns the number of rows. A batching server checks each request with it
+        before it joins a batch, so one bad request cannot fail the others."""
+        return len(self._parse(model_input, params)[1])
+
+    def _parse(self, model_input: Any, params: Mapping[str, Any] | None) -> tuple[bool, list[tuple]]:
+        """``exclude_seen`` and per row (user, capped known history, unknown items, interests, whole known
+        history), or a :class:`RecommendationInputError`."""
         exclude_seen = _exclude_seen(params, self.meta.exclude_seen)
         frame = _as_frame(model_input)
         if "history" not in frame.columns:
@@ -201,7 +207,13 @@ class DeepInterestGRModel(mlflow.pyfunc.PythonModel):
                 interests = self.meta.user_interests.get(user)
             # the history cap the model was trained with travels in its checkpoint; the whole history is seen
             rows.append((user, known[-self.module.sequence.max_history :], unknown, interests, known))
+        return exclude_seen, rows
 
+    def predict(
+        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
+        """Top-K recommendations per row; see the module docstring for the columns and params."""
+        exclude_seen, rows = self._parse(model_input, params)
         ranked, scores = self._rank([u or "" for u, *_ in rows], [known for _, known, *_ in rows],
                                     exclude=[seen for *_, seen in rows] if exclude_seen else None)
         out = []

@@ -27,13 +27,15 @@ def test_every_asset_has_a_group_description_and_the_graph_is_wired():
                     "user_interests", "item_embeddings", "semantic_ids", "recommender_sft", "recommender_grpo",
                     "evaluation_report", "champion_model", "item_captions", "item_embeddings_plain",
                     "semantic_ids_plain", "tiger_baseline", "ablation_no_item_interests", "ablation_no_user_tokens",
-                    "ablation_no_q_term"}
+                    "ablation_no_q_term", "user_recommendations"}
     parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
                for k in graph.get_all_asset_keys()}
     assert parents["user_interests"] == {"interaction_splits", "interest_rewards"}
     assert "user_interests" in parents["recommender_sft"] and "semantic_ids" in parents["recommender_sft"]
     assert parents["recommender_grpo"] == {"recommender_sft", "interest_rewards"}
     assert parents["champion_model"] == {"recommender_grpo", "evaluation_report"}
+    # batch scoring reads the champion promoted in the same run, and the histories it scores
+    assert parents["user_recommendations"] == {"champion_model", "interaction_splits"}
     # the TIGER-style baseline never sees a mined interest: plain-text SIDs, no user_interests input
     assert "user_interests" not in parents["tiger_baseline"] and "semantic_ids_plain" in parents["tiger_baseline"]
     assert "interest_rewards" not in parents["item_embeddings_plain"]
