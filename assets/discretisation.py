@@ -8,13 +8,23 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from assets.common import active_items, frame_hash, md, preview, sha256_file, upstream_lineage, with_captions
+from assets.common import (
+    active_items,
+    frame_hash,
+    latest_metadata,
+    md,
+    preview,
+    sha256_file,
+    upstream_lineage,
+    with_captions,
+)
 from config_schema import flat_mapping, to_mapping
 from digr_dagster import settings
 from digr_dagster.config_models import dagster_config
 from digr_dagster.resources.mlflow_tracking import MlflowTracking, lightning_logger
 from digr_dagster.resources.models import TextEncoderResource
 from digr_dagster.resources.warehouse import Warehouse
+from encoders.embedding_reuse import encode_reusing
 from training.item_text import ItemTextSettings, catalogue_item_texts
 from training.settings import RQVAEConfig
 
@@ -39,8 +49,13 @@ def embed_items(context: dg.AssetExecutionContext, config: ItemTextSettings, war
         descriptors = curated_descriptors(rewards, keep_all=config.keep_all_descriptors)
     texts = catalogue_item_texts(items, descriptors, config)
     encoder = text_encoder.get()
+    # incremental: an item whose text this encoder already embedded keeps its vector, only new or changed
+    # texts are encoded (the nightly cost follows the new items, not the catalogue)
+    last = latest_metadata(context, table, required=False) or {}
+    previous = warehouse.read(table) if last.get("encoder") == encoder.model_name and warehouse.exists(table) else None
     t0 = time.perf_counter()
-    vectors = encoder.encode(texts.tolist())
+    reuse = encode_reusing(items["item_id"].astype(str).tolist(), texts.astype(str).tolist(), encoder.encode, previous)
+    vectors = reuse.vectors
     seconds = time.perf_counter() - t0
     frame = pd.DataFrame({
         "item_id": items["item_id"].astype(str),
@@ -55,6 +70,7 @@ def embed_items(context: dg.AssetExecutionContext, config: ItemTextSettings, war
         "table": table,
         "encoder": encoder.model_name,
         "dim": int(vectors.shape[1]),
+        **reuse.metadata(),
         "with_interests": config.with_interests,
         "settings": to_mapping(config),
         "share_items_with_descriptors": round(with_any, 4),

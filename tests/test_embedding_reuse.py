@@ -50,3 +50,35 @@ def test_a_table_from_another_encoder_or_a_bad_frame_is_refused() -> None:
         encode_reusing(["a"], ["x"], lambda t: np.ones((len(t), 3)), previous.drop(columns="text"))
     with pytest.raises(ValueError, match="2 item ids for 1 texts"):
         encode_reusing(["a", "b"], ["x"], lambda t: np.ones((len(t), 3)), None)
+
+
+def test_the_asset_encodes_only_new_or_changed_items_on_a_rerun(digr_env) -> None:
+    import dagster as dg
+
+    from assets.discretisation import item_embeddings
+    from assets.ingestion import ingest_source, interaction_splits
+    from digr_dagster.resources.models import TextEncoderResource
+    from digr_dagster.resources.warehouse import Warehouse
+
+    resources = {"warehouse": Warehouse(), "text_encoder": TextEncoderResource()}
+    plain = {"ops": {"item_embeddings": {"config": {"with_interests": False}}}}
+    with dg.DagsterInstance.get() as instance:
+        assert dg.materialize([ingest_source, interaction_splits], instance=instance, resources=resources).success
+        first = dg.materialize([item_embeddings], instance=instance, resources=resources, run_config=plain)
+        meta = first.asset_materializations_for_node("item_embeddings")[0].metadata
+        n = meta["dagster/row_count"].value
+        assert (meta["embeddings_reused"].value, meta["embeddings_encoded"].value) == (0, n)
+        before = Warehouse().read("item_embeddings").set_index("item_id")
+        items = Warehouse().read("items")
+        changed = items["item_id"].iloc[0]
+        items.loc[items["item_id"] == changed, "title"] = "a title the catalogue never had"
+        Warehouse().replace({"items": items})
+        again = dg.materialize([item_embeddings], instance=instance, resources=resources, run_config=plain)
+    meta = again.asset_materializations_for_node("item_embeddings")[0].metadata
+    assert (meta["embeddings_reused"].value, meta["embeddings_encoded"].value) == (n - 1, 1)
+    after = Warehouse().read("item_embeddings").set_index("item_id")
+    kept = after.index != changed
+    assert (after.loc[kept, "text"] == before.loc[kept, "text"]).all()
+    np.testing.assert_array_equal(np.stack(after.loc[kept, "embedding"]), np.stack(before.loc[kept, "embedding"]))
+    assert "a title the catalogue never had" in after.loc[changed, "text"]
+    assert not np.allclose(after.loc[changed, "embedding"], before.loc[changed, "embedding"])
