@@ -65,7 +65,8 @@ ifeq ($(PG_INITDB),)
 	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
 	      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql; } \
 	    > $(DIGR_HOME)/apt-postgresql.log 2>&1 \
-	    || { tail -n 20 $(DIGR_HOME)/apt-postgresql.log; exit 1; }; \
+	    || { tail -n 20 $(DIGR_HOME)/apt-postgresql.log; \
+	       echo "test-servers: apt-get install postgresql failed (above): the PostgreSQL tests will be skipped"; }; \
 	fi
 else
 	@:
