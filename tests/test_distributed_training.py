@@ -357,7 +357,7 @@ def test_semantic_ids_asset_trains_on_two_processes_inside_dagster(digr_env):
     emb = pd.DataFrame({"item_id": items, "text": items, "n_descriptors": 0,
                         "embedding": [v.tolist() for v in rng.normal(size=(40, 12)).astype(np.float32)]})
     Warehouse().replace({"item_embeddings": emb})
-    base = {"n_levels": 2, "codebook_size": 4, "max_epochs": 3, "seed": 5, "batch_size": 16}
+    base = {"n_levels": 2, "codebook_size": 4, "max_epochs": 3, "seed": 5, "batch_size": 16, "refresh": "retrain"}
     metas = {}
     with dg.DagsterInstance.get() as instance:
         _report(instance, "item_embeddings", emb[["item_id", "text"]])

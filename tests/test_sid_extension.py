@@ -66,7 +66,7 @@ def test_a_crowded_codebook_asks_for_retraining(trained) -> None:
     # the same vectors again under other ids: each first choice is the code its twin already holds
     twins = extend_semantic_ids(module, table, [f"twin-{i}" for i in ids[:50]], data[:50])
     assert twins.moved == 50 and twins.moved_share == 1.0
-    reasons = CodebookCapacity(max_moved_share=0.2).reasons(twins)
+    reasons = CodebookCapacity(max_moved_share=0.2, max_fill=1.0).reasons(twins)
     assert reasons and "had to move to a free code" in reasons[0]
     assert 0 < fullest_prefix_fill(twins.table, codebook_size=16) <= 1
 
@@ -92,3 +92,43 @@ def test_a_full_codebook_is_an_error_asking_for_retraining(trained) -> None:
     # one free code anywhere: the new item takes it, however far
     ext = extend_semantic_ids(module, SemanticIdTable(full.item_ids[1:], every[1:], full.suffix[1:]), ["n1"], data[:1])
     assert ext.table.sid_of("n1") == (0, 0) and ext.moved == int(module.assign_codes(data[:1])[0][0].tolist() != [0, 0])
+
+
+def test_the_asset_extends_the_codebook_for_new_items_and_retrains_when_asked(digr_env) -> None:
+    import dagster as dg
+    import pandas as pd
+
+    from digr_dagster.resources.warehouse import Warehouse
+    from tests.test_settings_roads import _materialise, _meta, _report
+
+    data = clustered(n=60, dim=24, clusters=60, seed=2)  # spread out: the codebook has room
+    ids = [f"i{k:02d}" for k in range(60)]
+
+    def embeddings(n: int) -> pd.DataFrame:
+        return pd.DataFrame({"item_id": ids[:n], "text": ids[:n], "n_descriptors": 0,
+                             "embedding": [v.tolist() for v in data[:n]]})
+
+    base = {"n_levels": 2, "codebook_size": 16, "max_epochs": 20, "seed": 5, "batch_size": 16}
+    with dg.DagsterInstance.get() as instance:
+        def run(n: int, config: dict) -> dict:
+            Warehouse().replace({"item_embeddings": embeddings(n)})
+            _report(instance, "item_embeddings", embeddings(n)[["item_id", "text"]])
+            return _meta(_materialise(instance, ["semantic_ids"], {"semantic_ids": {"config": config}}),
+                         "semantic_ids")
+
+        first = run(50, base)
+        assert first["codebook"] == "trained (no earlier SID table)"
+        # a tiny catalogue crowds a small codebook: the default limits ask for retraining and say why
+        crowded = run(60, base)["codebook"]
+        assert crowded.startswith("trained (") and "had to move to a free code" in crowded
+        shrunk = run(50, base)  # ten items left the catalogue: the same codebook, their rows dropped
+        assert shrunk["codebook"] == "extended (no retraining)" and shrunk["new_items"] == 0
+        before = Warehouse().read("semantic_ids").set_index("item_id")["sid"]
+        base = {**base, "refresh_max_moved_share": 1.0, "refresh_max_fill": 1.0}  # not codebook settings
+        second = run(60, base)  # ten new items tonight
+        after = Warehouse().read("semantic_ids").set_index("item_id")["sid"]
+        assert second["codebook"] == "extended (no retraining)" and second["new_items"] == 10
+        assert second["checkpoint"] == shrunk["checkpoint"]  # the same codebook
+        assert after.loc[before.index].equals(before) and after.is_unique and len(after) == 60
+        assert run(60, {**base, "refresh": "retrain"})["codebook"] == "trained (refresh=retrain)"
+        assert run(60, {**base, "seed": 6})["codebook"] == "trained (the codebook settings changed)"

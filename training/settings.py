@@ -243,6 +243,16 @@ class RQVAEConfig:
     on_small_catalogue: Literal["adapt", "refuse"] = "adapt"
     image_dim: int | None = None
     seed: int = field(default=0, metadata={"description": "seeds initialisation, k-means, data order and training"})
+    refresh: Literal["auto", "retrain"] = field(default="auto", metadata={
+        "description": "auto: when the last SID table came from these same settings and every item it holds still "
+                       "gets its code from that codebook, new items get fresh SIDs from it (no retraining: "
+                       "training.sid_extension) unless it is too crowded; retrain: always train a new codebook"})
+    refresh_max_moved_share: float = field(default=0.2, metadata={
+        "description": "refresh=auto retrains when more than this share of the new items could not take their "
+                       "own code (the codebook no longer fits the catalogue)"})
+    refresh_max_fill: float = field(default=0.5, metadata={
+        "description": "refresh=auto retrains when the fullest prefix uses more than this share of its last-level "
+                       "codes (room for the next new items runs out)"})
     distributed: DistributedSettings = _distributed_field()
 
     def __post_init__(self) -> None:
@@ -270,6 +280,11 @@ class RQVAEConfig:
             raise ValueError(
                 f"RQVAEConfig.on_small_catalogue must be 'adapt' or 'refuse', got {self.on_small_catalogue!r}"
             )
+        if self.refresh not in ("auto", "retrain"):
+            raise ValueError(f"RQVAEConfig.refresh must be 'auto' or 'retrain', got {self.refresh!r}")
+        for name in ("refresh_max_moved_share", "refresh_max_fill"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"RQVAEConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.image_dim is not None and self.image_dim < 1:
             raise ValueError(f"RQVAEConfig.image_dim must be >= 1 or None, got {self.image_dim}")
 

@@ -43,10 +43,11 @@ class Extension:
 
 @dataclass(frozen=True)
 class CodebookCapacity:
-    """When an increment says the codebook should be retrained rather than extended again."""
+    """When an increment says the codebook should be retrained rather than extended again (the pipeline's values
+    are ``RQVAEConfig.refresh_max_moved_share`` and ``refresh_max_fill``)."""
 
-    max_moved_share: float = 0.2  # a fifth of the new items no longer fit their own code
-    max_fill: float = 0.5  # of the last-level codes under the fullest prefix in use
+    max_moved_share: float
+    max_fill: float
 
     def reasons(self, extension: Extension) -> list[str]:
         """Why the codebook needs retraining (empty: extending is still fine)."""
