@@ -204,3 +204,19 @@ def test_length_grouped_batches_cover_every_row_once_and_follow_the_seed():
     assert list(LengthGroupedBatchSampler(lengths, 3, seed=5, pool=2)) == batches  # seeded
     sampler.set_epoch(1)
     assert list(sampler) != batches  # a new order each epoch
+
+
+def test_max_batches_per_epoch_caps_each_sft_epoch(tmp_path):
+    v = vocab()
+    sequence = seq(max_history=6)
+    steps = {}
+    for cap in (None, 2):
+        dm = SequenceDataModule.for_settings(toy_splits(), v, sequence, batch_size=1, seed=0, user_prefix=None,
+                                             layout="items")
+        assert len(dm.datasets["train"]) == 4  # four chunks: four batches of one per full epoch
+        result = train_generator(dm, v, config(max_epochs=2, batch_size=1, max_batches_per_epoch=cap),
+                                 sequence=sequence, checkpoint_dir=tmp_path / str(cap))
+        steps[cap] = torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)["global_step"]
+    assert steps == {None: 8, 2: 4}
+    with pytest.raises(ValueError, match="GeneratorConfig.max_batches_per_epoch must be >= 1 or None, got 0"):
+        config(max_batches_per_epoch=0)

@@ -542,7 +542,8 @@ def train_generator(
     callbacks: list[Callback] = [
         ckpt_cb, last_cb, EarlyStopping(monitor=VAL_NDCG, mode="max", patience=config.patience), history
     ]
-    trainer = make_trainer(config, checkpoint_dir, max_epochs or config.max_epochs, logger, callbacks)
+    trainer = make_trainer(config, checkpoint_dir, max_epochs or config.max_epochs, logger, callbacks,
+                           limit_train_batches=config.max_batches_per_epoch or 1.0)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     best = ckpt_cb.best_model_score
     return TrainResult(

@@ -100,6 +100,9 @@ class GeneratorConfig:
     warmup_ratio: float = 0.05
     lr_schedule: Literal["linear", "constant"] = "linear"  # after warmup: decay to 0, or hold
     max_epochs: int = 30
+    max_batches_per_epoch: int | None = field(default=None, metadata={
+        "description": "Cap on training batches per epoch (the epoch's seeded shuffle decides which: a different "
+                       "subset each epoch); None = every training window. Sizes an epoch on large data sets"})
     batch_size: int = 64
     gradient_clip_val: float = 1.0
     patience: int = 5  # in validation checks
@@ -128,6 +131,9 @@ class GeneratorConfig:
             raise ValueError(f"eval_top_k ({self.eval_top_k}) cannot exceed beam_width ({self.beam_width})")
         if min(self.max_epochs, self.batch_size, self.val_every_n_epochs) < 1:
             raise ValueError("max_epochs, batch_size and val_every_n_epochs must be >= 1")
+        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
+            raise ValueError(f"GeneratorConfig.max_batches_per_epoch must be >= 1 or None, got "
+                             f"{self.max_batches_per_epoch}")
         check_distributed(self, "GeneratorConfig")
 
 
