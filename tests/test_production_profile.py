@@ -735,7 +735,7 @@ def test_killed_run_is_recovered_and_two_runs_at_once_lose_and_mix_nothing(stack
     assert code == 0 and f"released run {killed_id} (full_study, STARTED -> FAILURE)" in out, out
     assert "freed pool slots warehouse:item_interests" in out and "MLflow runs marked KILLED" in out
     assert stack.sql(stack.dagster_db, "SELECT status FROM runs WHERE run_id = %s", (killed_id,)) == [("FAILURE",)]
-    client = mlflow.MlflowClient(tracking_uri=stack.mlflow_url)
+    client = mlflow.MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
     experiment = client.get_experiment_by_name("deepinterestgr").experiment_id
     killed_mlflow = client.search_runs([experiment], f"tags.dagster_run_id = '{killed_id}'")
     assert len(killed_mlflow) >= 2 and {r.info.status for r in killed_mlflow} == {"KILLED"}
