@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
 def free_port() -> int:
+    """A TCP port free on loopback right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -39,6 +41,25 @@ def _wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: flo
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not listen on {port} within {timeout:.0f} s")
+
+
+def stop_process(process: subprocess.Popen, *, group: bool = False, timeout: float = 30) -> None:
+    """Stop a server: SIGTERM, then SIGKILL if it has not exited within ``timeout``; ``group``: its whole
+    process group (a server started with ``start_new_session=True`` and its workers)."""
+    if process.poll() is not None:
+        return
+    if group:
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+        process.wait(timeout=10)
 
 
 def _pg_tool(name: str) -> str | None:
@@ -151,11 +172,7 @@ def postgres_server(tmp_path_factory):
         _wait_for_port(port, process, "postgres")
         yield PostgresServer(host="127.0.0.1", port=port, user=user)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
 
 
 @pytest.fixture(scope="session")
@@ -174,8 +191,4 @@ def s3_server():
         _wait_for_port(port, process, "moto_server")
         yield S3Server(endpoint_url=f"http://127.0.0.1:{port}")
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)

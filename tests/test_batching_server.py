@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +21,8 @@ from mlflow.pyfunc import scoring_server
 from serving.batching_server import BATCH_REQUESTS_HEADER, MicroBatcher
 from serving.pyfunc_model import RecommendationInputError, log_recommender
 from serving.registry import promote
-from tests.test_model_serving import free_port, wait_for_ping
+from tests.servers import free_port, stop_process
+from tests.test_model_serving import wait_for_ping
 from tests.test_pyfunc_model import BEAM, TITLES, K, local_mlflow_store, train_tiny_recommender
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -81,12 +81,7 @@ def server(champion, tmp_path_factory):
         wait_for_ping(proc, url, log)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process(proc, group=True, timeout=20)
 
 
 def post_together(url: str, bodies: list) -> list[httpx.Response]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,13 @@ import pytest
 
 from serving.pyfunc_model import log_recommender
 from serving.registry import promote
+from tests.servers import free_port
 from tests.test_pyfunc_model import BEAM, TITLES, K, local_mlflow_store, train_tiny_recommender
 from training.generator import load_generator, recommend
 from training.sequence_data import SequenceSample
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 150
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_ping(proc: subprocess.Popen, url: str, log: Path) -> None:

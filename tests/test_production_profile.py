@@ -50,7 +50,7 @@ import yaml
 
 from tests import fault_runner as fr
 from tests.fake_openai_server import FakeOpenAIServer
-from tests.servers import _pg_tool, free_port, postgres_server, s3_server  # noqa: F401
+from tests.servers import _pg_tool, free_port, postgres_server, s3_server, stop_process  # noqa: F401
 from tests.test_model_serving import wait_for_ping
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -463,13 +463,7 @@ def _start_mlflow_server(root: Path, pg, s3, bucket: str, database: str, passwor
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    stop_process(proc, group=True, timeout=20)
 
 
 def profile_env(root: Path, pg, dagster_db: str, mlflow_url: str, llm_url: str, password: str, s3,

@@ -1,8 +1,6 @@
 """Integration: the Dagster webserver serves the code location; read the asset graph over GraphQL."""
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.servers import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,17 +19,11 @@ QUERY = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_webserver_serves_every_asset_and_check(digr_env):
     from digr_dagster.definitions import defs
 
-    port = _free_port()
+    port = free_port()
     webserver = Path(sys.executable).with_name("dagster-webserver")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
@@ -64,10 +58,5 @@ def test_webserver_serves_every_asset_and_check(digr_env):
         deps = {"/".join(d["path"]) for d in served["interaction_splits"]["dependencyKeys"]}
         assert deps == {"raw_interactions", "items"}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process(proc, group=True)
     assert proc.returncode is not None
