@@ -209,7 +209,8 @@ def _extend_prior(context: dg.AssetExecutionContext, rq_config: RQVAEConfig, war
     if x.shape[1] != module.input_dim + module.image_dim:
         return None, "the embedding width changed"
     codes, _ = module.assign_codes(x[known])
-    held = np.stack([prior.codes[prior.item_ids.index(i)] for i in ids[known]]) if known.any() else codes
+    row_of = {item: k for k, item in enumerate(prior.item_ids)}  # a list.index per item is quadratic
+    held = prior.codes[[row_of[i] for i in ids[known]]] if known.any() else codes
     drifted = int((codes != held).any(axis=1).sum()) if known.any() else 0
     if drifted:
         return None, f"{drifted} item(s) changed their codes (their text changed)"
