@@ -144,3 +144,19 @@ def test_building_is_lazy_and_carries_the_settings(tmp_path) -> None:
     default = build_backend(MinerConfig(name="smollm2"))  # the shipped SmolLM2, resolved by the backend
     assert default.model == default_smollm2_config().model and default.gguf_file.endswith(".gguf")
     assert load_causal_lm.cache_info().misses == loads
+
+
+def test_prefix_batches_never_mix_few_shot_prefixes_and_respect_the_batch_size():
+    from mining.transformers_backend import prefix_batches
+
+    system = "system: name one interest.\n"
+    sets = [system + "examples A: " + "a" * 400, system + "examples B: " + "b" * 400]
+    prompts = sorted(f"{sets[k]} item {i:03d}" for k in (0, 1) for i in range(7))
+    batches = prefix_batches(prompts, 4)
+    assert sorted(j for b in batches for j in b) == list(range(14))  # every prompt once, order kept
+    assert all(b == list(range(b[0], b[0] + len(b))) for b in batches)
+    assert [len(b) for b in batches] == [4, 3, 4, 3]  # the 7 prompts of each set: a full batch, then the rest
+    for b in batches:
+        assert len({prompts[j][: len(sets[0])] for j in b}) == 1  # one few-shot set per batch
+    assert prefix_batches(prompts, 100) == [list(range(7)), list(range(7, 14))]
+    assert prefix_batches(["only"], 8) == [[0]] and prefix_batches([], 8) == []
