@@ -75,6 +75,47 @@ def _content_hashes(context, *names) -> list:
     return [(n, (lineage[n] or {}).get("content_hash")) for n in names]
 
 
+def warm_start_source(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence: SequenceSettings,
+                      vocab, item_text) -> tuple[object | None, str]:
+    """The trained generator ``gen.warm_start`` names and can seed this run, or None and why the run starts
+    cold (no such model yet, or one of other semantic IDs, sizes or history cap). A checkpoint altered since it
+    was recorded fails the step, as everywhere."""
+    import tempfile
+
+    from serving.batch_scoring import resolve_model
+    from serving.pyfunc_model import registered_checkpoint
+    from serving.registry import CHAMPION, PromotionSettings
+    from training.warm_start import WarmStartSource, warm_start_problems
+
+    if gen.warm_start == "off":
+        return None, "off"
+    if gen.warm_start == "previous":
+        asset = context.asset_key.to_user_string()
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+        if event is None:
+            return None, f"cold: {asset} has no earlier materialisation"
+        source = WarmStartSource.from_checkpoint(checkpoint_from_lineage(context, asset),
+                                                 name=f"{asset} (run {event.run_id})")
+    else:
+        promoted = (latest_metadata(context, "champion_model", required=False) or {}).get("model_name")
+        try:
+            ref = resolve_model(mlflow.MlflowClient(), promoted or PromotionSettings().model_name, CHAMPION)
+        except LookupError as exc:
+            return None, f"cold: {exc}"
+        with tempfile.TemporaryDirectory(prefix="digr-warm-start-") as tmp:
+            try:
+                path = registered_checkpoint(ref.name, ref.version, tmp)
+            except ValueError as exc:
+                raise dg.Failure(str(exc)) from exc
+            source = WarmStartSource.from_checkpoint(path, name=ref.uri)
+    text_dim = None if item_text is None else int(item_text.shape[1])
+    problems = warm_start_problems(source, vocab, gen, sequence, min_same_sid_share=gen.warm_start_min_same_sid,
+                                   text_dim=text_dim)
+    if problems:
+        return None, f"cold: cannot warm-start from {source.name}: " + "; ".join(problems)
+    return source, f"from {source.name}"
+
+
 def train_sft(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence: SequenceSettings,
               warehouse: Warehouse, text_encoder: TextEncoderResource, mlflow_tracking: MlflowTracking, *,
               sids: str = "semantic_ids", embeddings: str = "item_embeddings",
@@ -100,18 +141,26 @@ def train_sft(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence:
     inputs = (["interaction_splits", sids] + (["user_interests"] if sequence.use_user_interests else [])
               + ([embeddings] if sequence.history_text else []))
     upstream = _content_hashes(context, *inputs)
+    source, warm_note = warm_start_source(context, gen, sequence, vocab, item_text)
+    if warm_note.startswith("cold"):
+        context.log.warning(f"warm_start={gen.warm_start!r}: {warm_note}")
+    if source is not None:  # another seed model, another run (a resumed run continues its own)
+        upstream.append(("warm_start", source.name))
     trained_with = {"generator": to_mapping(gen), "sequence": to_mapping(sequence)}
     # same inputs + settings → same folder, so a killed run resumes from its last checkpoint
     run_key = _run_key({"generator": _model_settings(gen), "sequence": trained_with["sequence"]}, upstream)
     ckpt_dir = settings.checkpoints_dir() / context.asset_key.to_user_string() / run_key
     if not is_main_node():  # another machine of a multi-node run: train alongside node 0, write nothing
-        train_generator(dm, vocab, gen, sequence=sequence, checkpoint_dir=ckpt_dir, resume=True, item_text=item_text)
+        train_generator(dm, vocab, gen, sequence=sequence, checkpoint_dir=ckpt_dir, resume=True, item_text=item_text,
+                        warm_start_from=source)
         raise worker_node_done(context)
     params = {**flat_mapping(gen), **to_mapping(sequence), "vocab_size": vocab.vocab_size, "n_items": vocab.n_items,
               "sids": sids}
     with mlflow_tracking.asset_run(context, params=params) as run:
         result = train_generator(dm, vocab, gen, sequence=sequence, checkpoint_dir=ckpt_dir, resume=True,
-                                 logger=lightning_logger(run, mlflow_tracking.experiment_name), item_text=item_text)
+                                 logger=lightning_logger(run, mlflow_tracking.experiment_name), item_text=item_text,
+                                 warm_start_from=source)
+        mlflow.set_tag("warm_start", warm_note)
         best = load_generator(result.best_checkpoint)
         (valid, valid_ranks), (test, test_ranks) = (evaluate_with_ranks(best, dm, s) for s in ("valid", "test"))
         warehouse.replace({ranks_table(context): pd.concat([valid_ranks, test_ranks], ignore_index=True)})
@@ -137,6 +186,8 @@ def train_sft(context: dg.AssetExecutionContext, gen: GeneratorConfig, sequence:
             "checkpoint_sha256": sha256_file(result.best_checkpoint),
             "epochs_completed": result.epochs_completed,
             "resumed_from": result.resumed_from or "",
+            "warm_start": warm_note,
+            **(result.warm_start.metadata() if result.warm_start else {}),
             "best_val_ndcg@10": round(result.best_val_ndcg, 5),
             **{k: round(float(v), 5) for k, v in metrics.items()},
             "beats_popularity_valid_ndcg@10": bool(valid["ndcg@10"] > pop_valid["ndcg@10"]),

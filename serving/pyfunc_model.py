@@ -372,3 +372,23 @@ def log_recommender(
     for key, value in tags.items():
         client.set_model_version_tag(name, version_number, key, value)
     return client.get_model_version(name, version_number)
+
+
+def registered_checkpoint(name: str, version: str, dst: str | Path) -> Path:
+    """The generator checkpoint behind version ``version`` of registered model ``name``, downloaded into ``dst``
+    and verified against the version's ``digr.weights_sha256`` tag; a ``ValueError`` naming the version when
+    the tag is absent or the file differs (an altered artifact never seeds another model)."""
+    import yaml
+
+    expected = mlflow.MlflowClient().get_model_version(name, version).tags.get("digr.weights_sha256")
+    if not expected:
+        raise ValueError(f"models:/{name}/{version} has no digr.weights_sha256 tag: it was not registered by "
+                         "log_recommender, so its weights cannot be verified")
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)))
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    path = local / flavor["artifacts"][CHECKPOINT_ARTIFACT]["path"]
+    actual = _sha256_file(path)
+    if actual != expected:
+        raise ValueError(f"models:/{name}/{version}: checkpoint {path.name} has sha256 {actual[:12]}…, the version "
+                         f"records {expected[:12]}…; refusing altered weights")
+    return path

@@ -40,6 +40,7 @@ from training.sequence_data import LABEL_PAD, SampleEncoder, SequenceSample, col
 from training.settings import DistributedSettings, GeneratorConfig, SequenceSettings
 from training.sid_trie import SidTrie
 from training.sid_vocab import PAD_ID, SidVocab
+from training.warm_start import WarmStartReport, WarmStartSource, warm_start
 
 VAL_NDCG = "val_ndcg@10"
 VAL_HR = "val_hr@10"
@@ -451,6 +452,7 @@ class TrainResult:
     global_step: int
     resumed_from: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    warm_start: WarmStartReport | None = None  # what a warm start carried over (None: random start or resumed)
 
 
 def make_trainer(
@@ -508,8 +510,12 @@ def train_generator(
     resume: bool = True,
     max_epochs: int | None = None,
     item_text: np.ndarray | None = None,
+    warm_start_from: WarmStartSource | None = None,
 ) -> TrainResult:
     """Supervised training (SFT) with early stopping on validation NDCG@10.
+
+    ``warm_start_from``: a trained generator whose weights the model starts from (``training.warm_start``;
+    raises ``WarmStartError`` when they cannot seed it); ignored when the run resumes from its own checkpoint.
 
     ``item_text`` [n_items, dim] (``vocab.item_ids`` order): the items' text embeddings, needed by
     ``arch="item_causal"`` with ``sequence.history_text`` (they travel in the checkpoint).
@@ -537,6 +543,10 @@ def train_generator(
         raise ValueError(f"arch={config.arch!r} reads the {layout_of(config.arch)!r} layout, the datamodule serves "
                          f"{getattr(datamodule, 'layout', 'windows')!r}: build it with layout=layout_of(arch)")
     module = GeneratorModule(vocab, config, sequence, item_text=item_text)
+    report = None
+    if warm_start_from is not None and resume_from is None:
+        report = warm_start(module.model, vocab, config, module.sequence, warm_start_from,
+                            min_same_sid_share=config.warm_start_min_same_sid, text_dim=module.text_dim)
     ckpt_cb, last_cb = checkpoint_callbacks(checkpoint_dir, "best")
     history = MetricHistory()
     callbacks: list[Callback] = [
@@ -554,6 +564,7 @@ def train_generator(
         global_step=trainer.global_step,
         resumed_from=resume_from,
         history=list(history.history),
+        warm_start=report,
     )
 
 

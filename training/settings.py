@@ -112,6 +112,13 @@ class GeneratorConfig:
     seed: int = 0
     accelerator: str = "cpu"  # Lightning accelerator: cpu, gpu or auto (bit-for-bit determinism only on cpu)
     distributed: DistributedSettings = _distributed_field()
+    warm_start: Literal["off", "champion", "previous"] = field(default="off", metadata={
+        "description": "Start training from trained weights, token rows matched by meaning (training.warm_start): "
+                       "champion = the registered champion, previous = this asset's last model, off = random. "
+                       "Without a usable source (none yet, other semantic IDs, sizes or history cap) the run "
+                       "starts cold and its metadata says why"})
+    warm_start_min_same_sid: float = field(default=0.9, metadata={
+        "description": "Share of the items both models know that must keep their semantic ID for a warm start"})
     # causal-LM path
     causal_lm_path: str | None = None
     lora_r: int = 8
@@ -123,6 +130,10 @@ class GeneratorConfig:
             raise ValueError(f"arch must be 't5', 'item_causal' or 'causal_lm_lora', got {self.arch!r}")
         if not 0 <= self.text_dropout < 1:
             raise ValueError(f"text_dropout must lie in [0, 1), got {self.text_dropout}")
+        if self.warm_start not in ("off", "champion", "previous"):
+            raise ValueError(f"warm_start must be 'off', 'champion' or 'previous', got {self.warm_start!r}")
+        if not 0.0 <= self.warm_start_min_same_sid <= 1.0:
+            raise ValueError(f"warm_start_min_same_sid must lie in [0, 1], got {self.warm_start_min_same_sid}")
         if self.lr_schedule not in ("linear", "constant"):
             raise ValueError(f"lr_schedule must be 'linear' or 'constant', got {self.lr_schedule!r}")
         if self.d_model % self.num_heads:
