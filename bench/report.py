@@ -55,6 +55,9 @@ class Run:
         return (self.record.seed, self.record.codebook_seed)
 
 
+#: results files of other benchmarks kept beside the quality records, with records of their own kind
+OTHER_RECORDS = frozenset({"growth.jsonl"})  # bench.growth: stage costs at multiples of Scientific
+
 #: profiles of baselines with a fixed recipe of their own (not a budget): shown beside every budget profile
 SHARED_PROFILES = ("published-recipe", "deterministic")
 
@@ -87,14 +90,15 @@ class Results:
 
 
 def load_results(directory: Path = RESULTS_DIR) -> Results:
-    """Every record of ``directory/*.jsonl`` (sorted by file name), checked against its split file: a malformed
-    line or ranks that do not line up with the split's users is a :class:`ResultsError` naming file and line."""
+    """Every record of ``directory/*.jsonl`` (sorted by file name; not ``OTHER_RECORDS``), checked against its split
+    file: a malformed line or ranks that do not line up with the split's users is a :class:`ResultsError` naming
+    file and line."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ResultsError(f"results directory {directory} does not exist")
     runs = []
     split_files: dict[str, dict] = {}
-    for path in sorted(directory.glob("*.jsonl")):
+    for path in sorted(p for p in directory.glob("*.jsonl") if p.name not in OTHER_RECORDS):
         lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1) if line.strip()]
         records = load([path])  # raises naming path:line for malformed lines
         for number, record in zip(lines, records, strict=True):

@@ -83,8 +83,9 @@ class FakeOpenAIServer:
     """Threaded loopback server; use as a context manager. ``base_url`` ends in /v1."""
 
     def __init__(self, *, latency_s: float = 0.0, hang_s: float = 1.0, faults: dict[str, list[str]] | None = None,
-                 retry_after: str = "0") -> None:
+                 retry_after: str = "0", record: bool = True) -> None:
         self.latency_s = latency_s
+        self.record = record  # off for long benchmarks: every request body would stay in memory
         self.hang_s = hang_s
         self.retry_after = retry_after
         self.faults = {k: list(v) for k, v in (faults or {}).items()}
@@ -152,8 +153,10 @@ class FakeOpenAIServer:
             length = int(handler.headers.get("Content-Length", "0"))
             raw = handler.rfile.read(length)
             body = json.loads(raw)
-            with self._lock:
-                self.requests.append({"path": handler.path, "headers": dict(handler.headers.items()), "body": body})
+            if self.record:
+                with self._lock:
+                    self.requests.append({"path": handler.path, "headers": dict(handler.headers.items()),
+                                          "body": body})
             if self.latency_s:
                 time.sleep(self.latency_s)
             if handler.path != "/v1/chat/completions":
@@ -226,15 +229,17 @@ class FakeOpenAIServer:
 class FakeOpenAIServerProcess:
     """The same server in a child process (benchmarks: no GIL shared between client and server)."""
 
-    def __init__(self, *, latency_s: float = 0.0) -> None:
+    def __init__(self, *, latency_s: float = 0.0, record: bool = True) -> None:
         self.latency_s = latency_s
+        self.record = record
         self._process: subprocess.Popen | None = None
         self.base_url = ""
 
     def __enter__(self) -> FakeOpenAIServerProcess:
         root = Path(__file__).resolve().parents[1]
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fake_openai_server", "--latency-s", str(self.latency_s)],
+            [sys.executable, "-m", "tests.fake_openai_server", "--latency-s", str(self.latency_s),
+             *([] if self.record else ["--no-record"])],
             cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None
         self.base_url = self._process.stdout.readline().strip()
@@ -251,8 +256,9 @@ class FakeOpenAIServerProcess:
 def _serve_until_stdin_closes() -> None:
     parser = argparse.ArgumentParser(description="Fake OpenAI-compatible server on loopback")
     parser.add_argument("--latency-s", type=float, default=0.0)
+    parser.add_argument("--no-record", action="store_true", help="keep no request bodies (long benchmarks)")
     args = parser.parse_args()
-    with FakeOpenAIServer(latency_s=args.latency_s) as server:
+    with FakeOpenAIServer(latency_s=args.latency_s, record=not args.no_record) as server:
         print(server.base_url, flush=True)
         sys.stdin.read()
 
