@@ -36,7 +36,8 @@ def test_yesterday_drops_one_last_item_per_sampled_user_and_splits_again():
 def test_bad_shares_are_refused_with_the_numbers():
     with pytest.raises(ValueError, match=r"new_share must lie in \(0, 1\), got 1.5"):
         yesterday_interactions(_today(), 1.5, seed=0)
-    with pytest.raises(ValueError, match="new_share 0.6 of 49 interactions is 29 users' last items; 10 users have at least 4"):
+    with pytest.raises(ValueError, match="new_share 0.6 of 49 interactions is 29 users' last items; 10 users have "
+                                         "at least 4"):
         yesterday_interactions(_today(), 0.6, seed=0)
     with pytest.raises(ValueError, match=r"lacks columns \['position'\]"):
         yesterday_interactions(_today().drop(columns="position"), 0.1, seed=0)
